@@ -1,0 +1,5 @@
+"""``python -m leanml`` runs the command line."""
+
+from leanml.cli import run
+
+run()

