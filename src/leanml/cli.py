@@ -51,7 +51,7 @@ def friendly_errors(func: F) -> F:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

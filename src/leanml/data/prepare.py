@@ -33,6 +33,7 @@ from leanml.data.preprocessor import (
     annotate,
     check_columns,
     check_reserved,
+    feature_column,
     fit_preprocessor,
     quality_exprs,
 )
@@ -168,7 +169,7 @@ def _write_outputs(
     rejects_path: Path | None,
 ) -> dict[str, Any]:
     """Sink the three splits (and rejects) and count everything the report needs, in one streaming run."""
-    features = [pl.col(name).cast(pl.Float32) for name in state.feature_names]
+    features = [pl.col(feature_column(name)).cast(pl.Float32).alias(name) for name in state.feature_names]
     queries: list[pl.LazyFrame] = []
     rejected_parts: list[pl.LazyFrame] = []
     pre_dropped = labeled.filter(pl.col(PRE_REASON).is_not_null())

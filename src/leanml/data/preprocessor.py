@@ -71,6 +71,11 @@ def _part(name: str, part: str) -> str:
     return f"__p:{name}:{part}"
 
 
+def feature_column(feature: str) -> str:
+    """Name of a feature's column in an annotated frame (kept apart from the raw column of that name)."""
+    return f"__f:{feature}"
+
+
 # --------------------------------------------------------------------------------------------------
 # Stage 1: convert raw values
 # --------------------------------------------------------------------------------------------------
@@ -182,7 +187,7 @@ def _feature_exprs(state: AnyState) -> list[pl.Expr]:
         ]
     if state.indicator:
         exprs.append(handled.is_null().cast(pl.Float64))
-    return [e.cast(pl.Float64).alias(n) for e, n in zip(exprs, names, strict=True)]
+    return [e.cast(pl.Float64).alias(feature_column(n)) for e, n in zip(exprs, names, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,7 +236,8 @@ def transform(
     Returns the same kind of frame it was given (lazy in, lazy out). Rows are never removed here: a row
     whose ``__reason`` is set would be dropped in training or rejected in serving, and the caller decides.
     """
-    out = annotate(frame, state, mode).select([*keep, *state.feature_names, REASON, FLAGS])
+    features = [pl.col(feature_column(n)).alias(n) for n in state.feature_names]
+    out = annotate(frame, state, mode).select([*keep, *features, REASON, FLAGS])
     return out if isinstance(frame, pl.LazyFrame) else out.collect()
 
 

@@ -1,0 +1,77 @@
+"""`leanml init`: inferred types, task and a config that validates and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from leanml.config import load_config
+from leanml.data.infer import infer_config, write_config
+from leanml.data.prepare import prepare
+from leanml.errors import DataError
+
+
+def test_flights_config_is_inferred_and_runs(flights_parquet: Path, tmp_path: Path) -> None:
+    text = infer_config(str(flights_parquet), "delayed", config_dir=tmp_path)
+    raw = yaml.safe_load(text)
+    columns = raw["columns"]
+    assert raw["task"] == "binary"
+    assert columns["dep_delay"]["type"] == "numeric"
+    assert columns["dep_delay"]["outliers"]["method"] == "iqr"  # heavy right tail
+    assert columns["carrier"]["type"] == "categorical"
+    assert columns["dest"]["min_frequency"] >= 10  # > 50 destinations: rare ones grouped
+    assert columns["time_hour"]["type"] == "datetime"
+    assert columns["year"]["type"] == "ignore"  # constant
+    assert "# constant in the sample" in text
+    path = write_config(text, tmp_path / "leanml.yaml")
+    config = load_config(path)
+    assert Path(config.data.train) == flights_parquet.resolve()
+    result = prepare(config, out_dir=tmp_path / "out")
+    assert result.report["rows"]["kept"] > 0
+
+
+def test_text_columns_are_sniffed(tmp_path: Path) -> None:
+    n = 300
+    frame = pl.DataFrame(
+        {
+            "id": [f"u{i:05d}" for i in range(n)],
+            "amount": [f"{i * 1.25:.2f}" if i % 50 else "oops" for i in range(n)],
+            "day": [f"2024-01-{1 + i % 28:02d}" for i in range(n)],
+            "color": ["red", "green", "blue"][0:3] * (n // 3),
+            "note": [f"a long free text comment number {i} about the order and delivery" for i in range(n)],
+            "empty": [None] * n,
+            "y": [str(i % 3) for i in range(n)],
+        },
+        schema_overrides={"empty": pl.String},
+    )
+    frame.write_csv(tmp_path / "d.csv")
+    raw = yaml.safe_load(infer_config(str(tmp_path / "d.csv"), "y", config_dir=tmp_path))
+    kinds = {name: spec["type"] for name, spec in raw["columns"].items()}
+    assert kinds == {
+        "id": "ignore",
+        "amount": "numeric",
+        "day": "datetime",
+        "color": "categorical",
+        "note": "ignore",
+        "empty": "ignore",
+    }
+    assert raw["columns"]["day"]["parts"] == ["dayofweek", "month"]  # dates without a time of day
+    assert raw["task"] == "multiclass"
+
+
+def test_regression_target_and_errors(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"x": [i % 17 for i in range(100)], "price": [i * 3.7 for i in range(100)]})
+    frame.write_parquet(tmp_path / "p.parquet")
+    assert yaml.safe_load(infer_config(str(tmp_path / "p.parquet"), "price"))["task"] == "regression"
+    with pytest.raises(DataError, match="target 'nope' is not a column"):
+        infer_config(str(tmp_path / "p.parquet"), "nope")
+    (tmp_path / "h.csv").write_text("x,y\n")
+    with pytest.raises(DataError, match="no rows"):
+        infer_config(str(tmp_path / "h.csv"), "y")
+    (tmp_path / "exists.yaml").write_text("keep me")
+    with pytest.raises(DataError, match="exists"):
+        write_config("name: x\n", tmp_path / "exists.yaml")
+    assert (tmp_path / "exists.yaml").read_text() == "keep me"

@@ -1,0 +1,39 @@
+"""The synthetic generator and the split arithmetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from leanml.config import SplitConfig
+from leanml.data.split import split_counts
+from leanml.data.synthetic import SyntheticSpec, synthetic_chunk, write_synthetic
+
+
+def test_synthetic_is_seeded_and_chunking_does_not_change_rows(tmp_path: Path) -> None:
+    spec = SyntheticSpec(rows=2500, numeric=3, categorical=2, seed=3)
+    write_synthetic(spec, tmp_path / "a.parquet", chunk_rows=1000)
+    write_synthetic(spec, tmp_path / "b.parquet", chunk_rows=1000)
+    a, b = pl.read_parquet(tmp_path / "a.parquet"), pl.read_parquet(tmp_path / "b.parquet")
+    assert a.equals(b) and a.height == 2500
+    assert a.equals(pl.concat([synthetic_chunk(spec, s, min(1000, 2500 - s)) for s in range(0, 2500, 1000)]))
+    nulls = a.select(pl.col("num_0", "cat_0", "event_time").null_count()).row(0)
+    assert all(100 < n < 200 for n in nulls)  # ~5 % nulls
+    assert a["num_0"].abs().max() > 1000  # outliers present
+    assert 0.2 < a["label"].mean() < 0.8
+    write_synthetic(spec, tmp_path / "c.csv")
+    write_synthetic(spec, tmp_path / "c.jsonl")
+    assert pl.read_csv(tmp_path / "c.csv").height == 2500
+    with pytest.raises(ValueError):
+        write_synthetic(spec, tmp_path / "c.zip")
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"), [(100, (10, 10)), (1, (0, 0)), (2, (0, 0)), (0, (0, 0)), (15, (2, 2))]
+)
+def test_split_counts_always_leave_training_rows(n: int, expected: tuple[int, int]) -> None:
+    assert split_counts(n, SplitConfig(validation=0.1, test=0.1)) == expected
+    n_test, n_val = split_counts(n, SplitConfig(validation=0.45, test=0.5))
+    assert n == 0 or n - n_test - n_val >= 1
