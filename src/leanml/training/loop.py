@@ -1,0 +1,427 @@
+"""The training loop (SPEC §3.2): prepared splits in, a trained model, metrics and plots out.
+
+``train_model`` reads top to bottom: load the splits as batches, build the model and optimizer, maybe
+resume from the last checkpoint, then for each epoch — set the learning rate, run the batches, evaluate
+on validation, track the best epoch, checkpoint — and finally restore the best weights (with early
+stopping), score the test split and write the outputs. No callbacks: everything happens here.
+
+Outputs in ``out_dir``: ``model.json`` + ``model.safetensors`` (the trained model), ``metrics.json``
+(validation and test metrics, the history per epoch), ``checkpoints/last.safetensors`` and ``plots/``.
+
+Reproducibility: the initial weights come from ``train.seed``; every epoch reseeds torch (dropout) and
+its shuffle from ``(seed, epoch)``. An epoch's randomness therefore does not depend on what ran before,
+the same seed gives bitwise the same weights, and a resumed run replays exactly the epochs it missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from leanml.config import Config
+from leanml.data.io import write_json
+from leanml.data.state import PreprocessState
+from leanml.errors import ConfigError, DataError, LeanMLError
+from leanml.models import TabularModel, build_model, model_spec, save_model
+from leanml.models.predict import to_predictions
+from leanml.training import checkpoint
+from leanml.training.batching import ParquetBatches, TensorBatches, open_split, target_moments
+from leanml.training.early_stopping import BestEpoch
+from leanml.training.metrics import MAIN_METRIC, evaluate, task_metrics
+from leanml.training.optimizer import make_optimizer
+from leanml.training.plots import write_plots
+from leanml.training.progress import TrainingProgress
+from leanml.training.schedule import LearningRateSchedule
+
+GD_CHUNK_ROWS = 65_536  # full-batch GD accumulates the gradient over chunks of this many rows
+EVAL_BATCH_ROWS = 8192
+CHECKPOINT_PATH = Path("checkpoints") / "last.safetensors"
+METRICS_JSON = "metrics.json"
+PLOTS_DIR = "plots"
+RESUME_MAY_CHANGE = ("epochs", "device", "memory_budget_mb")
+"""Train settings a resumed run may change: they do not change what the finished epochs computed."""
+
+Batches = TensorBatches | ParquetBatches
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainingError(LeanMLError):
+    """Training cannot go on (e.g. the loss diverged); the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` produced.
+
+    ``history`` has one record per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``,
+    ``val_metrics`` (name → value), ``lr`` and ``seconds``. ``validation`` and ``test`` are the metrics
+    of the returned ``model`` (the best epoch's weights with early stopping, else the last epoch's).
+    """
+
+    model: TabularModel
+    spec: dict[str, Any]
+    task: str
+    monitor: str
+    history: list[dict[str, Any]]
+    validation: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int | None
+    stopped_early: bool
+    out_dir: Path
+    plots: list[Path] = field(default_factory=list)
+
+
+def train_model(
+    config: Config,
+    prepared_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    plots: bool = True,
+) -> TrainResult:
+    """Train the model ``config`` describes on the prepared splits; write and return the results.
+
+    ``prepared_dir`` and ``out_dir`` default to the prepare and train stage folders of ``config``.
+    With ``resume``, training continues after the last completed epoch of the checkpoint in ``out_dir``
+    (and starts afresh when there is none); the run ends as an uninterrupted one would. ``plots=False``
+    skips the plots (e.g. for tuning trials).
+    """
+    prepared = Path(prepared_dir) if prepared_dir is not None else config.stage_dir("prepare")
+    out = Path(out_dir) if out_dir is not None else config.stage_dir("train")
+    tc = config.train
+    state = PreprocessState.load(prepared / "preprocess.json")
+    task = state.target.task
+    features = state.feature_names
+    device = _device(tc.device)
+
+    # The data, as batches of contiguous tensors (streamed from Parquet when larger than the budget).
+    batch_size = GD_CHUNK_ROWS if tc.optimizer == "gd" else tc.batch_size
+    budget = tc.memory_budget_mb
+    train = open_split(prepared / "train.parquet", features, task, batch_size, budget, device)
+    splits = {
+        name: open_split(prepared / f"{name}.parquet", features, task, EVAL_BATCH_ROWS, budget, device)
+        for name in ("validation", "test")
+    }
+    monitor = _check_config(config, task, train.rows, splits["validation"].rows)
+
+    # The model (regression learns the standardized target; the scaling is folded into the model).
+    spec = model_spec(config.model, len(features), task, len(state.target.classes))
+    torch.manual_seed(tc.seed)
+    model = build_model(spec)
+    target_std = 1.0
+    if task == "regression":
+        target_mean, target_std = target_moments(prepared / "train.parquet")
+        model.set_target_scaling(target_mean, target_std)
+    model.to(device)
+    loss_fn = make_loss(task, target_std)
+    optimizer = make_optimizer(tc, model)
+    schedule = LearningRateSchedule(tc)
+    stopping = tc.early_stopping
+    best = BestEpoch(
+        monitor,
+        patience=stopping.patience if stopping else None,
+        min_delta=stopping.min_delta if stopping else 0.0,
+        keep_weights=stopping is not None,
+    )
+    history: list[dict[str, Any]] = []
+    run = _run_identity(config, prepared, spec)
+    checkpoint_path = out / CHECKPOINT_PATH
+    start_epoch = 0
+    if resume:
+        start_epoch = _resume(checkpoint_path, run, model, optimizer, schedule, best, history, device)
+        if console is not None:
+            where = (
+                f"after epoch {start_epoch}" if start_epoch else "from the first epoch (no checkpoint yet)"
+            )
+            console.print(f"resuming {where}: {checkpoint_path}")
+
+    full_batch = tc.optimizer == "gd"
+    with TrainingProgress(console, tc.epochs, train.batches_per_epoch(), monitor) as progress:
+        for epoch in range(start_epoch, tc.epochs):
+            if best.should_stop:  # a resumed run that had already stopped early
+                break
+            started = time.perf_counter()
+            lr = schedule.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            seed = epoch_seed(tc.seed, epoch)
+            _seed_torch(seed, device)
+            shuffle = None if full_batch else torch.Generator().manual_seed(seed)
+            progress.start_epoch(epoch, history[-1]["val_metrics"].get(monitor) if history else None)
+
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            if full_batch:
+                optimizer.zero_grad(set_to_none=True)
+            for x, y in train.epoch(shuffle):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss = loss_fn(model(x), y)
+                if full_batch:  # accumulate the whole training set's mean gradient, step once below
+                    (loss * (len(x) / train.rows)).backward()
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    _step(optimizer, model, tc.grad_clip)
+                loss_sum.add_(loss.detach(), alpha=len(x))
+                progress.advance(loss)
+            if full_batch:
+                _step(optimizer, model, tc.grad_clip)
+            train_loss = loss_sum.item() / train.rows
+            if not math.isfinite(train_loss):
+                raise TrainingError(
+                    f"the training loss became {train_loss} in epoch {epoch + 1}; "
+                    f"lower train.lr (now {lr:g}) or set train.grad_clip"
+                )
+
+            val_loss, val_metrics, _, _ = evaluate_split(model, splits["validation"], task, loss_fn, device)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_metrics": val_metrics,
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+            }
+            history.append(record)
+            improved = False
+            if val_loss is not None:
+                score = val_loss if monitor == "loss" else val_metrics[monitor]
+                improved = best.update(epoch + 1, score, model)
+                schedule.observe(monitor, score)
+            checkpoint.save_checkpoint(
+                checkpoint_path,
+                _checkpoint_tensors(model, optimizer, best),
+                _checkpoint_state(epoch + 1, history, optimizer, schedule, best, run),
+            )
+            progress.end_epoch(record, improved)
+
+    # The result: best weights (early stopping), final scores, files.
+    stopped_early = best.should_stop
+    if best.weights is not None:
+        model.load_state_dict(best.weights)
+    _, validation, _, _ = evaluate_split(model, splits["validation"], task, loss_fn, device)
+    _, test, y_test, test_output = evaluate_split(model, splits["test"], task, loss_fn, device)
+    model.eval()
+    save_model(model, spec, out)
+    summary = {"task": task, "monitor": monitor, "best_epoch": best.epoch, "stopped_early": stopped_early}
+    write_json(
+        out / METRICS_JSON,
+        _json_safe({**summary, "validation": validation, "test": test, "history": history}),
+    )
+    written: list[Path] = []
+    if plots:
+        plot_split = "test"
+        if len(y_test) == 0:  # no test rows: show the validation split instead
+            plot_split = "validation"
+            _, _, y_test, test_output = evaluate_split(model, splits["validation"], task, loss_fn, device)
+        classes = state.target.classes
+        written = write_plots(task, history, y_test, test_output, classes, out / PLOTS_DIR, plot_split)
+    if console is not None:
+        console.print(f"[green]✓[/green] trained: test {_format_metrics(test)}  →  {out}")
+    return TrainResult(
+        model=model,
+        spec=spec,
+        task=task,
+        monitor=monitor,
+        history=history,
+        validation=validation,
+        test=test,
+        best_epoch=best.epoch,
+        stopped_early=stopped_early,
+        out_dir=out,
+        plots=written,
+    )
+
+
+def make_loss(task: str, target_std: float = 1.0) -> LossFn:
+    """The training loss of ``task`` on raw network outputs ``[batch, n_outputs]``.
+
+    Binary: cross-entropy on the logit; multiclass: cross-entropy on the logits; regression: mean squared
+    error of the *standardized* target — the model outputs original units, so the error is divided by the
+    target's variance, which gives exactly the gradients of training on the standardized target.
+    """
+    if task == "binary":
+        return lambda output, y: F.binary_cross_entropy_with_logits(output[:, 0], y)
+    if task == "multiclass":
+        return lambda output, y: F.cross_entropy(output, y)
+    inverse_variance = 1.0 / (target_std * target_std)
+    return lambda output, y: F.mse_loss(output[:, 0], y) * inverse_variance
+
+
+def evaluate_split(
+    model: torch.nn.Module, batches: Batches, task: str, loss_fn: LossFn, device: torch.device
+) -> tuple[float | None, dict[str, float], np.ndarray, np.ndarray]:
+    """Mean loss, metrics, targets and predictions of ``model`` on a split (``None``, ``{}`` when empty)."""
+    if batches.rows == 0:
+        return None, {}, np.zeros(0), np.zeros(0)
+    model.eval()
+    loss_sum = 0.0
+    outputs, targets = [], []
+    with torch.inference_mode():
+        for x, y in batches.epoch():
+            x, y = x.to(device), y.to(device)
+            output = model(x)
+            loss_sum += float(loss_fn(output, y)) * len(x)
+            outputs.append(to_predictions(task, output).cpu())
+            targets.append(y.cpu())
+    y_true, predictions = torch.cat(targets).numpy(), torch.cat(outputs).numpy()
+    return loss_sum / batches.rows, evaluate(task, y_true, predictions), y_true, predictions
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (shuffle, dropout), from the run's seed and the epoch."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _seed_torch(seed: int, device: torch.device) -> None:
+    # torch.manual_seed would also queue seeds for every uninitialised accelerator type, which costs a
+    # stack trace each; seed only the generators this run uses.
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
+def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad_clip: float | None) -> None:
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device: 'cuda' was asked for but no CUDA device is available (use cpu or auto)"
+        )
+    return torch.device(name)
+
+
+def _check_config(config: Config, task: str, train_rows: int, validation_rows: int) -> str:
+    """Checks that need the data's task and sizes; return the monitored metric."""
+    tc = config.train
+    allowed = (*task_metrics(task), "loss")
+    monitor = (tc.early_stopping.metric if tc.early_stopping else None) or MAIN_METRIC[task]
+    if monitor not in allowed:
+        raise ConfigError(
+            f"train.early_stopping.metric: {monitor!r} is not a metric of a {task} task; "
+            f"use one of {', '.join(allowed)}"
+        )
+    if train_rows == 0:
+        raise DataError("the training split is empty: check data.split and the data-quality report")
+    if validation_rows == 0 and (tc.early_stopping or tc.schedule == "plateau"):
+        key = "train.early_stopping" if tc.early_stopping else "train.schedule"
+        raise ConfigError(f"{key}: needs validation rows, but the validation split is empty (see data.split)")
+    uses_batch_norm = config.model.norm == "batch" and config.model.arch != "linear"
+    if uses_batch_norm and tc.optimizer != "gd" and tc.batch_size < 2:
+        raise ConfigError("model.norm: 'batch' needs train.batch_size of at least 2")
+    return monitor
+
+
+def _run_identity(config: Config, prepared: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the model, the train settings, the prepared data."""
+    digest = hashlib.sha256((prepared / "preprocess.json").read_bytes())
+    for split in ("train", "validation", "test"):
+        digest.update(str((prepared / f"{split}.parquet").stat().st_size).encode())
+    return {
+        "spec": spec,
+        "train": config.train.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE)),
+        "data": digest.hexdigest(),
+    }
+
+
+def _resume(
+    path: Path,
+    run: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LearningRateSchedule,
+    best: BestEpoch,
+    history: list[dict[str, Any]],
+    device: torch.device,
+) -> int:
+    """Load the checkpoint at ``path`` into the run's objects; return the number of epochs it completed.
+
+    Without a checkpoint (the run died before its first epoch ended) training starts from epoch 0.
+    """
+    saved = checkpoint.load_checkpoint(path)
+    if saved is None:
+        return 0
+    _check_resumable(saved.state["run"], run)
+    model.load_state_dict(saved.group("model."))
+    checkpoint.restore_optimizer(optimizer, saved.group("optimizer."), saved.state["optimizer"])
+    schedule.load_state_dict(saved.state["schedule"])
+    best.load_state_dict(saved.state["best"], {k: t.to(device) for k, t in saved.group("best.").items()})
+    history.extend(saved.state["history"])
+    return int(saved.state["epochs_done"])
+
+
+def _check_resumable(saved: dict[str, Any], run: dict[str, Any]) -> None:
+    changes = [
+        f"train.{key} ({saved['train'].get(key)!r} → {value!r})"
+        for key, value in run["train"].items()
+        if saved["train"].get(key) != value
+    ]
+    if saved["spec"] != run["spec"]:
+        changes.append("the model (model section or the number of features)")
+    if saved["data"] != run["data"]:
+        changes.append("the prepared data")
+    if changes:
+        raise ConfigError(
+            "cannot resume: changed since the checkpoint: " + "; ".join(changes) + ". Train without resume."
+        )
+
+
+def _checkpoint_tensors(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, best: BestEpoch
+) -> dict[str, torch.Tensor]:
+    optimizer_tensors, _ = checkpoint.flatten_optimizer(optimizer)
+    return {
+        **checkpoint.prefixed("model.", model.state_dict()),
+        **checkpoint.prefixed("optimizer.", optimizer_tensors),
+        **checkpoint.prefixed("best.", best.weights or {}),
+    }
+
+
+def _checkpoint_state(
+    epochs_done: int,
+    history: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    schedule: LearningRateSchedule,
+    best: BestEpoch,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    _, optimizer_meta = checkpoint.flatten_optimizer(optimizer)
+    return {
+        "epochs_done": epochs_done,
+        "history": history,
+        "optimizer": optimizer_meta,
+        "schedule": schedule.state_dict(),
+        "best": best.state_dict(),
+        "run": run,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null, so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "(no test rows)"
