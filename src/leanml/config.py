@@ -4,12 +4,16 @@ The models below are the contract of the ``leanml.yaml`` file (SPEC §2). Loadin
 before any work starts and turns pydantic's errors into one line per problem that names the key path and
 what is allowed, e.g. ``columns.age.scale: 'zscore' is not one of standard, minmax, none``.
 
-Relative paths in the file (``data.train``, ``data.rejects``, ``workdir``) are resolved against the folder
-that holds the config file, so a config can be run from anywhere.
+Relative paths in the file (``data.train``, ``data.rejects``, ``workdir``, ``store``) are resolved
+against the folder that holds the config file, so a config can be run from anywhere.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import os
 import re
 import types
 import typing
@@ -150,7 +154,109 @@ ColumnSpec = Annotated[
     Field(discriminator="type"),
 ]
 COLUMN_TYPES = ("numeric", "categorical", "datetime", "ignore")
+PREPARE_SECTIONS = ("data", "target", "task", "columns")
+"""The sections the prepare stage's outputs depend on."""
 Task = Literal["binary", "multiclass", "regression", "auto"]
+METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2", "loss")
+
+
+class ModelConfig(StrictModel):
+    """The network (SPEC §3.2). ``linear`` uses no hidden layers; ``resmlp`` is the teacher-sized one.
+
+    For ``resmlp``, ``hidden`` is ``[width]`` or ``[width, inner]``: ``blocks`` residual blocks of
+    ``width`` units, each with an inner layer of ``inner`` units (default: ``width``).
+    """
+
+    arch: Literal["linear", "mlp", "resmlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 128], min_length=1)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    norm: Literal["none", "batch", "layer"] = "none"
+    blocks: int = Field(2, ge=1)
+    """Residual blocks of ``resmlp``."""
+
+    @model_validator(mode="after")
+    def _resmlp_widths(self) -> ModelConfig:
+        if self.arch == "resmlp" and len(self.hidden) > 2:
+            raise ValueError(f"arch 'resmlp' takes hidden: [width] or [width, inner], got {self.hidden}")
+        return self
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when the validation ``metric`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    patience: int = Field(5, ge=1)
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    """Default: the task's main metric (roc_auc, accuracy or rmse); ``loss`` is the validation loss."""
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(StrictModel):
+    """How the model is fitted (SPEC §3.2).
+
+    ``gd`` is full-batch gradient descent (one step per epoch; ``batch_size`` is ignored), ``sgd`` plain
+    stochastic gradient descent on ``batch_size`` rows (1 or more), ``momentum`` SGD with (optionally
+    Nesterov) momentum. Schedules are per epoch, after ``warmup_epochs`` of linear warm-up: ``cosine``
+    decays to zero at the last epoch, ``step`` multiplies by ``gamma`` every ``step_size`` epochs,
+    ``plateau`` multiplies by ``gamma`` after ``plateau_patience`` epochs without a better validation metric.
+    """
+
+    optimizer: Literal["gd", "sgd", "momentum", "adam", "adamw"] = "adamw"
+    lr: float = Field(1.0e-3, gt=0.0)
+    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(30, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    """L2 penalty (decoupled for adamw) on weight matrices; biases and norm parameters are not decayed."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    plateau_patience: int = Field(2, ge=1)
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0.0)
+    """Clip the gradients' global L2 norm to this value; ``null`` for no clipping."""
+    early_stopping: EarlyStoppingConfig | None = None
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    memory_budget_mb: float = Field(2048.0, gt=0.0)
+    """A split whose decoded features exceed this is streamed from its Parquet file instead of loaded."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.nesterov and self.optimizer != "momentum":
+            raise ValueError(f"nesterov applies to optimizer 'momentum' only, not '{self.optimizer}'")
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov needs a momentum above 0")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
+
+
+class ServeConfig(StrictModel):
+    """The HTTP server (SPEC §3.6): where it listens, how it batches, and its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+    """Rows per model call: a batch closes when it holds this many rows..."""
+    max_wait_ms: float = Field(2.0, ge=0.0)
+    """...or when its first request has waited this long."""
+    max_queue: int = Field(1024, ge=1)
+    """Requests waiting for a batch; beyond it requests are shed with 503 and Retry-After."""
+    timeout_ms: float = Field(5000.0, gt=0.0)
+    """A request not answered within this gets 504."""
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_rows: int = Field(1024, ge=1)
+    """Rows in one request; more is refused with 413."""
+    api_key_env: str | None = None
+    """Name of an environment variable holding the API key; requests must send it as ``X-API-Key``."""
+    runtime: Literal["onnx", "torch"] = "onnx"
+    threads: int | None = Field(None, ge=1)
+    """ONNX Runtime intra-op threads per model (default: ONNX Runtime's choice)."""
+    reload_interval_s: float = Field(1.0, gt=0.0)
+    """How often the store's aliases are checked for promote/rollback."""
 
 
 class Config(StrictModel):
@@ -161,8 +267,13 @@ class Config(StrictModel):
     target: str
     task: Task = "auto"
     columns: dict[str, ColumnSpec]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     workdir: str = "runs"
     """Stage outputs go to ``WORKDIR/NAME/STAGE``."""
+    store: str = "models"
+    """The model store: bundles are written to ``STORE/NAME/vN/``."""
 
     @model_validator(mode="after")
     def _target_is_not_a_feature(self) -> Config:
@@ -177,13 +288,24 @@ class Config(StrictModel):
                 raise ValueError(f"data.split.by names '{by}', which must be a column of type datetime")
         return self
 
+    def digest(self, sections: tuple[str, ...] | None = None) -> str:
+        """sha256 of the config, or of some of its top-level sections (lineage, staleness checks)."""
+        payload = self.model_dump(mode="json")
+        if sections is not None:
+            payload = {key: payload[key] for key in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
     def stage_dir(self, stage: str) -> Path:
         """The folder a stage writes its outputs to."""
         return Path(self.workdir) / self.name / stage
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and resolve a YAML config file; raise :class:`ConfigError` listing every problem."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, validate and resolve a YAML config file; raise :class:`ConfigError` listing every problem.
+
+    ``overrides`` are ``dotted.key=value`` strings (values parsed as YAML) applied before validation,
+    e.g. ``["train.epochs=5", "model.hidden=[64, 32]"]``.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -195,7 +317,29 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"'{path}' is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"'{path}' must hold a mapping of sections (name, data, target, columns, ...)")
-    return parse_config(raw, base_dir=path.resolve().parent)
+    return parse_config(apply_overrides(raw, overrides or []), base_dir=path.resolve().parent)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``dotted.key=value`` set (the value is read as YAML)."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML: {exc}") from None
+        parts = key.strip().split(".")
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{'.'.join(parts[: depth + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
@@ -213,12 +357,18 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
             "rejects": _resolve(config.data.rejects, base_dir) if config.data.rejects else None,
         }
     )
-    return config.model_copy(update={"data": data, "workdir": _resolve(config.workdir, base_dir)})
+    return config.model_copy(
+        update={
+            "data": data,
+            "workdir": _resolve(config.workdir, base_dir),
+            "store": _resolve(config.store, base_dir),
+        }
+    )
 
 
 def _resolve(path: str, base_dir: Path) -> str:
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() else base_dir / p)
+    return os.path.normpath(p if p.is_absolute() else base_dir / p)
 
 
 def _describe_error(err: Any) -> str:

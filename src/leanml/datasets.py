@@ -53,10 +53,16 @@ def flights_frame() -> pl.LazyFrame:
     ).drop(FLIGHTS_LEAKY_COLUMNS)
 
 
-def write_flights(path: str | Path) -> Path:
-    """Write the flights demo table (336,776 rows) to a Parquet or CSV file, atomically."""
+def write_flights(path: str | Path, months: tuple[int, int] = (1, 12)) -> Path:
+    """Write the flights demo table to a Parquet or CSV file, atomically.
+
+    ``months`` (first, last) keeps the flights of those months of 2013: all 336,776 by default.
+    """
     path = Path(path)
-    frame = flights_frame().collect()
+    first, last = months
+    if not 1 <= first <= last <= 12:
+        raise DataError(f"months must be a range within 1..12, got {first}..{last}")
+    frame = flights_frame().filter(pl.col("month").is_between(first, last)).collect()
     with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             frame.write_csv(tmp)

@@ -37,3 +37,8 @@ def test_split_counts_always_leave_training_rows(n: int, expected: tuple[int, in
     assert split_counts(n, SplitConfig(validation=0.1, test=0.1)) == expected
     n_test, n_val = split_counts(n, SplitConfig(validation=0.45, test=0.5))
     assert n == 0 or n - n_test - n_val >= 1
+
+
+def test_column_types_do_not_depend_on_which_values_are_null() -> None:
+    chunk = synthetic_chunk(SyntheticSpec(rows=30, numeric=2, categorical=2, null_share=0.9, seed=1), 0, 30)
+    assert chunk.schema["cat_0"] == pl.String and chunk.schema["num_0"] == pl.Float64

@@ -20,6 +20,7 @@ import polars as pl
 from leanml.errors import DataError
 
 EPOCH_UNIT = "us"
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,25 @@ def _text_is_missing(text: pl.Expr, null_values: list[str]) -> pl.Expr:
     return text.is_null() | text.is_in(null_values)
 
 
+def _representable(number: pl.Expr) -> pl.Expr:
+    # Models compute in float32: a value beyond its range (or ±inf) cannot be represented.
+    return number.is_finite() & (number.abs() <= FLOAT32_MAX)
+
+
 def to_number(name: str, dtype: pl.DataType, null_values: list[str]) -> Converted:
-    """Float64 value of a column; text is stripped and parsed, NaN is missing, ±inf is invalid."""
+    """Float64 value of a column; text is stripped and parsed, NaN is missing, ±inf and values beyond
+    float32's range (±3.4e38) are invalid."""
     col = pl.col(name)
     if dtype == pl.String:
         text = col.str.strip_chars()
         missing = _text_is_missing(text, null_values) | text.str.to_lowercase().eq("nan")
         parsed = text.cast(pl.Float64, strict=False)
-        value = pl.when(missing.not_() & parsed.is_finite()).then(parsed).otherwise(None)
+        value = pl.when(missing.not_() & _representable(parsed)).then(parsed).otherwise(None)
         return Converted(value, missing, missing.not_() & value.is_null())
     if dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.Null:
         number = col.cast(pl.Float64)
         missing = number.is_null() | number.is_nan()
-        value = pl.when(number.is_finite()).then(number).otherwise(None)
+        value = pl.when(_representable(number)).then(number).otherwise(None)
         return Converted(value, missing, missing.not_() & value.is_null())
     raise DataError(f"column '{name}': expected numbers, the data holds {dtype}")
 

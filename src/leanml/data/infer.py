@@ -33,7 +33,8 @@ MAX_CATEGORIES = 1000
 GROUP_RARE_ABOVE = 50
 FREE_TEXT_LENGTH = 40
 TAIL_K = 3.0
-TAIL_SHARE = 0.001
+TAIL_SHARE = (0.001, 0.01)
+"""Clip when this share of values lies beyond the fences: rare outliers, not a long tail."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,13 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
     for g in guesses:
         key = _yaml_str(g.name) + ":"
         lines.append(f"  {key:<{width + 2}} {g.spec}" + (f"   # {g.comment}" if g.comment else ""))
-    lines.append("workdir: runs")
+    lines += [
+        "model: {arch: mlp, hidden: [128, 64], dropout: 0.1}   # arch: linear | mlp | resmlp",
+        "train: {optimizer: adamw, lr: 1.0e-3, batch_size: 512, epochs: 20, early_stopping: {patience: 3}}",
+        "serve: {host: 127.0.0.1, port: 8000, max_batch_size: 64, max_wait_ms: 2}",
+        "workdir: runs",
+        "store: models",
+    ]
     text = "\n".join(lines) + "\n"
     _check_round_trip(text)
     return text
@@ -152,7 +159,7 @@ def _guess(sample: pl.DataFrame, name: str, nulls: list[str]) -> ColumnGuess:
         lo, hi = values.min(), values.max()
         outliers = ""
         tail_share = _tail_share(values)
-        if distinct > 20 and tail_share >= TAIL_SHARE:
+        if distinct > 20 and TAIL_SHARE[0] <= tail_share <= TAIL_SHARE[1]:
             outliers = f", outliers: {{method: iqr, k: {TAIL_K}, action: clip}}"
             note += f", {tail_share:.1%} beyond {TAIL_K}·IQR"
         return ColumnGuess(

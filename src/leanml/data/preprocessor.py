@@ -130,20 +130,35 @@ def _outlier_exprs(name: str, rule: OutlierState | None, mode: Mode) -> list[pl.
     return [flagged.alias(_outlier(name)), handled.alias(_handled(name))]
 
 
+def rejection_rules(states: Sequence[AnyState], mode: Mode) -> list[tuple[str, str, pl.Expr]]:
+    """Per column, the conditions (over an annotated frame) that drop a row (train) or reject it (serve).
+
+    Each entry is ``(column, reason, condition)``; the reason reads ``outlier:COL`` or
+    ``unseen_category:COL``. ``annotate`` uses the first that holds as ``__reason``; the server's
+    validator reports every one of them.
+    """
+    rules: list[tuple[str, str, pl.Expr]] = []
+    for state in states:
+        rule = state.outliers if isinstance(state, NumericState) else None
+        if rule is not None and _effective_action(rule, mode) in ("drop", "reject"):
+            rules.append((state.name, f"outlier:{state.name}", pl.col(_outlier(state.name))))
+        if isinstance(state, CategoricalState) and state.handle_unknown == "error" and mode == "serve":
+            rules.append((state.name, f"unseen_category:{state.name}", _unseen(state)))
+    return rules
+
+
 def _row_rules(states: Sequence[AnyState], mode: Mode) -> tuple[pl.Expr, pl.Expr]:
     """The reason a row is dropped (train) or rejected (serve), and the columns flagged, per row."""
-    reasons: list[pl.Expr] = []
-    flags: list[pl.Expr] = []
-    for state in states:
-        if isinstance(state, NumericState) and state.outliers is not None:
-            action = _effective_action(state.outliers, mode)
-            flagged = pl.col(_outlier(state.name))
-            if action in ("drop", "reject"):
-                reasons.append(pl.when(flagged).then(pl.lit(f"outlier:{state.name}")))
-            elif action == "flag":
-                flags.append(pl.when(flagged).then(pl.lit(state.name)))
-        if isinstance(state, CategoricalState) and state.handle_unknown == "error" and mode == "serve":
-            reasons.append(pl.when(_unseen(state)).then(pl.lit(f"unseen_category:{state.name}")))
+    reasons = [
+        pl.when(condition).then(pl.lit(reason)) for _, reason, condition in rejection_rules(states, mode)
+    ]
+    flags = [
+        pl.when(pl.col(_outlier(state.name))).then(pl.lit(state.name))
+        for state in states
+        if isinstance(state, NumericState)
+        and state.outliers is not None
+        and _effective_action(state.outliers, mode) == "flag"
+    ]
     reason = pl.coalesce(reasons) if reasons else pl.lit(None, dtype=pl.String)
     if flags:
         joined = pl.concat_str(flags, separator=",", ignore_nulls=True)
@@ -200,7 +215,18 @@ def annotate(frame: Frame, state: PreprocessState, mode: Mode = "serve") -> pl.L
     ``__flags`` lists the columns whose serving policy is ``flag`` and whose value was outside its bounds.
     """
     lazy = frame.lazy()
-    schema = lazy.collect_schema()
+    return apply_stages(lazy, annotation_stages(lazy.collect_schema(), state, mode))  # type: ignore[return-value]
+
+
+Stages = tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]
+
+
+def annotation_stages(schema: pl.Schema, state: PreprocessState, mode: Mode) -> Stages:
+    """The expressions of :func:`annotate` for input columns of ``schema``: convert, handle, features.
+
+    They depend only on the state, the mode and the input dtypes, so a server builds them once per
+    input schema and reuses them for every batch (see :func:`apply_stages`).
+    """
     fmt = {c.name: c.format for c in state.columns if isinstance(c, DatetimeState)}
     stage1 = [
         expr
@@ -220,12 +246,14 @@ def annotate(frame: Frame, state: PreprocessState, mode: Mode = "serve") -> pl.L
             ]
         else:
             stage2 += [pl.lit(False).alias(_outlier(c.name)), pl.col(_value(c.name)).alias(_handled(c.name))]
-    stage3 = [e for c in state.columns for e in _feature_exprs(c)]
-    return (
-        lazy.with_columns(stage1)
-        .with_columns(stage2)
-        .with_columns([*stage3, *_row_rules(state.columns, mode)])
-    )
+    stage3 = [*(e for c in state.columns for e in _feature_exprs(c)), *_row_rules(state.columns, mode)]
+    return stage1, stage2, stage3
+
+
+def apply_stages(frame: Frame, stages: Stages) -> Frame:
+    """Apply the three stages of :func:`annotation_stages` (lazily to a lazy frame, eagerly to a frame)."""
+    stage1, stage2, stage3 = stages
+    return frame.with_columns(stage1).with_columns(stage2).with_columns(stage3)
 
 
 def transform(
@@ -249,16 +277,25 @@ def transform_records(
 
 
 def records_frame(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
-    """A frame with one column per name from JSON-like records; mixed-type columns become text."""
+    """A frame with one column per name from JSON-like records; a key absent from a record is null."""
+    return columns_frame({name: [record.get(name) for record in records] for name in columns}, len(records))
+
+
+def columns_frame(columns: Mapping[str, Sequence[Any]], height: int) -> pl.DataFrame:
+    """A frame from lists of JSON-like values per column; a column of mixed types becomes text."""
     data: dict[str, pl.Series] = {}
-    for name in columns:
-        values = [record.get(name) for record in records]
+    for name, values in columns.items():
         try:
             series = pl.Series(name, values, strict=True)
         except (TypeError, pl.exceptions.PolarsError, OverflowError):
             series = pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
         data[name] = series
-    return pl.DataFrame(data, height=len(records))
+    return pl.DataFrame(data, height=height)
+
+
+def invalid_column(name: str) -> str:
+    """Name of the flag column (in an annotated frame) that marks values of ``name`` not convertible."""
+    return _invalid(name)
 
 
 def feature_matrix(frame: pl.DataFrame, state: PreprocessState, dtype: Any = np.float64) -> np.ndarray:

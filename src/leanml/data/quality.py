@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leanml import __version__
-from leanml.config import Config
+from leanml.config import PREPARE_SECTIONS, Config
 from leanml.data.preprocessor import QUALITY_METRICS
 from leanml.data.split import SPLITS
 from leanml.data.state import CategoricalState, NumericState, PreprocessState
@@ -66,6 +66,7 @@ def build_report(
         "name": config.name,
         "sources": sources,
         "data_fingerprint": fingerprint,
+        "config_hash": config.digest(PREPARE_SECTIONS),
         "target": state.target.name,
         "task": state.target.task,
         "classes": state.target.labels,

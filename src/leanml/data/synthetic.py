@@ -61,7 +61,15 @@ def synthetic_chunk(spec: SyntheticSpec, start: int, rows: int) -> pl.DataFrame:
         labels = np.array([f"c{j}_{i}" for i in range(n)], dtype=object)[codes]
         labels[rng.random(rows) < spec.null_share] = None
         columns[f"cat_{j}"] = labels
-    frame = pl.DataFrame(columns, nan_to_null=True)
+    # Explicit dtypes: a chunk whose first values are null must not change a column's type.
+    frame = pl.DataFrame(
+        [
+            pl.Series(name, values, dtype=pl.Float64, nan_to_null=True)
+            if name.startswith("num_")
+            else pl.Series(name, values.tolist(), dtype=pl.String)
+            for name, values in columns.items()
+        ]
+    )
     if spec.with_datetime:
         seconds = rng.integers(0, SECONDS_2024, rows)
         score += np.sin(seconds / 86400 * 2 * np.pi)

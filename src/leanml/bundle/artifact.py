@@ -1,0 +1,375 @@
+"""The bundle: one folder that holds everything needed to serve a model, and nothing that runs code.
+
+Files (SPEC §3.5)::
+
+    manifest.json       format version, name, version, creation time, versions of leanml/torch/onnxruntime,
+                        task, input schema, output labels, metrics, lineage, sha256 of every other file
+    preprocess.json     the frozen preprocessing state
+    model.json          the model spec (architecture and sizes)
+    model.safetensors   the weights
+    model.onnx          the graph served by ONNX Runtime (fp32, or int8 after shrinking)
+    reference.parquet   raw training rows with the outputs the bundle must reproduce
+    config.json         the resolved config that produced it
+    drift.json          the training distribution of each input, for drift monitoring
+
+Loading verifies every checksum, refuses manifests from a newer format, rebuilds the model from JSON and
+safetensors (never unpickling anything) and replays the reference rows: a bundle that no longer
+reproduces its own outputs is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import polars as pl
+import torch
+
+from leanml import __version__
+from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, scores
+from leanml.data.io import atomic_path, write_json
+from leanml.data.preprocessor import FLAGS, REASON, records_frame, transform
+from leanml.data.state import PreprocessState
+from leanml.errors import DataError, LeanMLError
+from leanml.models import export_onnx, load_model, save_model
+from leanml.training.metrics import predicted_classes
+
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PREPROCESS = "preprocess.json"
+MODEL_ONNX = "model.onnx"
+REFERENCE = "reference.parquet"
+CONFIG = "config.json"
+DRIFT = "drift.json"
+REFERENCE_ROWS = 256
+REPLAY_ATOL = 1e-4
+PREDICTION = "prediction"
+
+
+class BundleError(LeanMLError):
+    """A bundle is missing, damaged, from a newer format, or does not reproduce its outputs."""
+
+
+@dataclass
+class BundleInputs:
+    """What a stage hands over to be written as a bundle."""
+
+    name: str
+    state: PreprocessState
+    model: torch.nn.Module
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    reference_rows: pl.DataFrame
+    """Raw input rows (as read from the source) replayed at load time."""
+    lineage: dict[str, Any]
+    """``data_fingerprint``, ``config_hash``, ``parent`` (a version or null) and ``stage``."""
+    config: dict[str, Any] | None = None
+    onnx_model: bytes | None = None
+    """A prebuilt graph (e.g. int8); exported from ``model`` when omitted."""
+    drift: dict[str, Any] | None = None
+    """Training distribution of the inputs (see :mod:`leanml.bundle.drift`), stored as ``drift.json``."""
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
+    """Write every bundle file into ``directory`` (a fresh folder the caller moves into place)."""
+    directory.mkdir(parents=True, exist_ok=False)
+    inputs.state.save(directory / PREPROCESS)
+    save_model(inputs.model, inputs.spec, directory)
+    if inputs.onnx_model is None:
+        export_onnx(inputs.model, inputs.spec, directory / MODEL_ONNX)
+    else:
+        with atomic_path(directory / MODEL_ONNX) as tmp:
+            tmp.write_bytes(inputs.onnx_model)
+    if inputs.config is not None:
+        write_json(directory / CONFIG, inputs.config)
+    if inputs.drift is not None:
+        write_json(directory / DRIFT, inputs.drift)
+    for name, payload in inputs.extra_files.items():
+        with atomic_path(directory / name) as tmp:
+            tmp.write_bytes(payload)
+
+    reference = _reference_table(inputs, directory)
+    with atomic_path(directory / REFERENCE) as tmp:
+        reference.write_parquet(tmp)
+
+    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    manifest = {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "name": inputs.name,
+        "version": version,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "leanml": __version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": sys.version.split()[0],
+        },
+        "task": inputs.state.target.task,
+        "target": inputs.state.target.name,
+        "labels": inputs.state.target.labels,
+        "input_schema": input_schema(inputs.state),
+        "features": len(inputs.state.feature_names),
+        "model": {
+            "arch": inputs.spec["arch"],
+            "parameters": int(sum(t.numel() for t in inputs.model.state_dict().values())),
+            "onnx": "int8"
+            if inputs.onnx_model is not None and b"DynamicQuantize" in inputs.onnx_model
+            else "fp32",
+        },
+        "metrics": inputs.metrics,
+        "lineage": inputs.lineage,
+        "files": files,
+    }
+    write_json(directory / MANIFEST, manifest)
+    return directory
+
+
+def _reference_table(inputs: BundleInputs, directory: Path) -> pl.DataFrame:
+    """The reference rows with the outputs of both runtimes; the runtimes must agree with each other."""
+    rows = inputs.reference_rows.head(REFERENCE_ROWS)
+    features = _features(rows, inputs.state)
+    onnx_out = scores(OnnxRuntime(directory / MODEL_ONNX, threads=1).outputs(features), inputs.spec)
+    torch_out = scores(TorchRuntime(inputs.model).outputs(features), inputs.spec)
+    if inputs.onnx_model is None and not np.allclose(onnx_out, torch_out, atol=REPLAY_ATOL):
+        gap = float(np.abs(onnx_out - torch_out).max())
+        raise BundleError(
+            f"the exported ONNX graph disagrees with the PyTorch model (max difference {gap:.2e})"
+        )
+    return rows.with_columns(
+        *_score_columns("__expected_onnx", onnx_out), *_score_columns("__expected_torch", torch_out)
+    )
+
+
+def _score_columns(prefix: str, values: np.ndarray) -> list[pl.Series]:
+    matrix = values.reshape(len(values), -1)
+    return [pl.Series(f"{prefix}_{i}", matrix[:, i]) for i in range(matrix.shape[1])]
+
+
+def _features(frame: pl.DataFrame, state: PreprocessState) -> np.ndarray:
+    transformed = transform(frame, state, mode="serve")
+    return transformed.select(state.feature_names).to_numpy().astype(np.float32)
+
+
+def input_schema(state: PreprocessState) -> list[dict[str, Any]]:
+    """What each input column accepts: its type, categories, observed ranges and outlier bounds."""
+    schema = []
+    for column in state.columns:
+        entry: dict[str, Any] = {"name": column.name, "type": column.type}
+        if column.type == "numeric":
+            entry["range"] = [column.observed_min, column.observed_max]
+            if column.outliers is not None:
+                entry["bounds"] = [column.outliers.lower, column.outliers.upper]
+                entry["out_of_bounds"] = (
+                    column.outliers.serving if column.outliers.action == "drop" else column.outliers.action
+                )
+        elif column.type == "categorical":
+            entry["categories"] = [*column.categories, *column.infrequent]
+            entry["unknown"] = column.handle_unknown
+        else:
+            entry["format"] = column.format
+            entry["range"] = [
+                dt.datetime.fromtimestamp(column.observed_min, dt.UTC).replace(tzinfo=None).isoformat(),
+                dt.datetime.fromtimestamp(column.observed_max, dt.UTC).replace(tzinfo=None).isoformat(),
+            ]
+        schema.append(entry)
+    return schema
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A loaded, verified bundle: predicts on frames and records with the bundle's own preprocessing."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        state: PreprocessState,
+        model: torch.nn.Module,
+        spec: dict[str, Any],
+        runtime: Runtime,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.state = state
+        self.model = model
+        self.spec = spec
+        self.runtime = runtime
+
+    @property
+    def name(self) -> str:
+        """The model name."""
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        """The version in the store, e.g. ``v3``."""
+        return str(self.manifest["version"])
+
+    @property
+    def task(self) -> str:
+        """``binary``, ``multiclass`` or ``regression``."""
+        return str(self.manifest["task"])
+
+    @property
+    def drift_reference(self) -> dict[str, Any] | None:
+        """The training distribution of the inputs (``drift.json``), when the bundle has one."""
+        path = self.path / DRIFT
+        return json.loads(path.read_text()) if DRIFT in self.manifest["files"] else None
+
+    @property
+    def labels(self) -> list[Any]:
+        """Class labels in output order (empty for regression)."""
+        return list(self.state.target.labels)
+
+    def features(self, frame: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
+        """The float32 feature matrix of ``frame`` and the per-row ``__reason``/``__flags``."""
+        transformed = transform(frame, self.state, mode="serve")
+        matrix = transformed.select(self.state.feature_names).to_numpy().astype(np.float32)
+        return matrix, transformed.select(REASON, FLAGS)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Predictions for a feature matrix: binary ``[n]`` P(class 1), ``[n, K]`` or regression ``[n]``."""
+        return scores(self.runtime.outputs(features), self.spec)
+
+    def predict(
+        self, data: pl.DataFrame | Sequence[Mapping[str, Any]], keep: Sequence[str] = ()
+    ) -> pl.DataFrame:
+        """Predictions for a frame or a list of records (one dict per row).
+
+        Columns: ``keep`` (copied from the input), ``prediction`` (the label, or the value), one
+        ``proba_LABEL`` per class for classification, then ``__reason`` (why a row was rejected; its
+        prediction is null) and ``__flags`` (columns whose out-of-bounds value was let through).
+        """
+        inputs = [c.name for c in self.state.columns]
+        if isinstance(data, pl.DataFrame):
+            missing = [name for name in inputs if name not in data.columns]
+            if missing:
+                raise DataError(f"the data lacks input column(s) the model needs: {', '.join(missing)}")
+            frame = data
+        else:  # a key absent from a record is a missing value, imputed like null
+            frame = records_frame(data, inputs)
+        matrix, rules = self.features(frame)
+        result = self.scores(matrix)
+        accepted = rules[REASON].is_null().to_numpy()
+        columns = [frame.get_column(name) for name in keep]
+        columns += prediction_columns(result, accepted, self.task, self.labels)
+        return pl.DataFrame(columns).with_columns(rules)
+
+
+def prediction_columns(
+    result: np.ndarray, accepted: np.ndarray, task: str, labels: list[Any]
+) -> list[pl.Series]:
+    """``prediction`` and ``proba_LABEL`` columns from scores; rejected rows get nulls."""
+    if task == "regression":
+        values = np.where(accepted, result.reshape(-1), np.nan)
+        return [pl.Series(PREDICTION, values, dtype=pl.Float64, nan_to_null=True)]
+    best = predicted_classes(task, result) if len(result) else np.zeros(0, dtype=np.int64)
+    if task == "binary":
+        result = np.stack([1.0 - result, result], axis=1) if len(result) else np.zeros((0, 2))
+    label_series = pl.Series("labels", labels)
+    predicted = label_series.gather(pl.Series(best, dtype=pl.UInt32)).alias(PREDICTION)
+    predicted = (
+        pl.select(pl.when(pl.Series(accepted)).then(predicted).otherwise(None)).to_series().alias(PREDICTION)
+    )
+    probas = [
+        pl.Series(
+            f"proba_{label}", np.where(accepted, result[:, i], np.nan), dtype=pl.Float64, nan_to_null=True
+        )
+        for i, label in enumerate(labels)
+    ]
+    return [predicted, *probas]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check a bundle's manifest (format version and shape), without verifying files."""
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"bundle '{path}': no such folder")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle '{path}': {MANIFEST} is missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle '{path}': cannot read {MANIFEST}: {exc}") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(version, int):
+        raise BundleError(f"bundle '{path}': {MANIFEST} has no format_version")
+    if version > BUNDLE_FORMAT_VERSION:
+        raise BundleError(
+            f"bundle '{path}': format version {version} is newer than this leanml reads "
+            f"({BUNDLE_FORMAT_VERSION}); upgrade leanml"
+        )
+    if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        raise BundleError(f"bundle '{path}': {MANIFEST} lists no files")
+    return manifest
+
+
+def verify_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Check that every listed file exists and has its recorded sha256."""
+    for name, expected in manifest["files"].items():
+        if "/" in name or name.startswith("."):
+            raise BundleError(f"bundle '{path}': {MANIFEST} lists an unsafe file name {name!r}")
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle '{path}': {name} is missing")
+        if sha256_file(file) != expected:
+            raise BundleError(f"bundle '{path}': {name} does not match its checksum (modified or corrupted)")
+
+
+def load_bundle(path: str | Path, runtime: str = "onnx", threads: int | None = None) -> Bundle:
+    """Load and verify a bundle folder; ``runtime`` is ``onnx`` (default) or ``torch``."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    try:
+        state = PreprocessState.load(path / PREPROCESS)
+        model, spec = load_model(path)
+    except LeanMLError as exc:
+        raise BundleError(f"bundle '{path}': {exc}") from None
+    if runtime == "onnx":
+        try:
+            chosen: Runtime = OnnxRuntime(path / MODEL_ONNX, threads=threads)
+        except Exception as exc:  # onnxruntime raises its own exception types for malformed graphs
+            raise BundleError(f"bundle '{path}': {MODEL_ONNX} cannot be loaded: {exc}") from None
+    elif runtime == "torch":
+        chosen = TorchRuntime(model)
+    else:
+        raise BundleError(f"runtime must be 'onnx' or 'torch', got {runtime!r}")
+    bundle = Bundle(path, manifest, state, model, spec, chosen)
+    replay_reference(bundle)
+    return bundle
+
+
+def replay_reference(bundle: Bundle) -> None:
+    """Recompute the reference rows' outputs and refuse the bundle when they differ."""
+    reference = pl.read_parquet(bundle.path / REFERENCE)
+    prefix = f"__expected_{bundle.runtime.name}_"
+    expected_cols = [c for c in reference.columns if c.startswith(prefix)]
+    raw = reference.drop([c for c in reference.columns if c.startswith("__expected_")])
+    if not expected_cols or raw.height == 0:
+        raise BundleError(f"bundle '{bundle.path}': {REFERENCE} holds no reference outputs")
+    expected = reference.select(expected_cols).to_numpy()
+    got = bundle.scores(bundle.features(raw)[0]).reshape(len(raw), -1)
+    gap = float(np.abs(got - expected).max())
+    if not gap <= REPLAY_ATOL:
+        raise BundleError(
+            f"bundle '{bundle.path}': does not reproduce its reference outputs (max difference {gap:.2e} > "
+            f"{REPLAY_ATOL:g}); the preprocessing or the model changed"
+        )
