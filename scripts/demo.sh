@@ -1,10 +1,38 @@
 #!/usr/bin/env bash
-# The main job end to end on NYC flights 2013: write the data, infer a config, prepare it.
+# The main job end to end on NYC flights 2013: data → config → prepare → train → evaluate → predict → serve.
 # Run through `make demo`, which puts .venv/bin first on PATH.
 set -euo pipefail
 out=demo-out
 mkdir -p "$out"
-leanml datasets flights -o "$out/flights.parquet"
+
+echo "== data: flights of January–November to learn from, December held out"
+leanml datasets flights --months 1-11 -o "$out/flights.parquet"
+leanml datasets flights --months 12 -o "$out/december.parquet"
+
+echo "== init: a starter config inferred from the data"
 rm -f "$out/leanml.yaml"
 leanml init "$out/flights.parquet" --target delayed -o "$out/leanml.yaml"
+
+echo "== prepare: split, clean, fit the preprocessing, data-quality report"
 leanml prepare "$out/leanml.yaml" --rejects "$out/rejects.parquet"
+
+echo "== train: an MLP (a few epochs for the demo), bundled into the model store"
+leanml train "$out/leanml.yaml" --set train.epochs=4
+leanml models promote flights --store "$out/models"
+leanml models list --store "$out/models"
+
+echo "== evaluate and predict on the held-out December flights"
+leanml evaluate "$out/models/flights" "$out/december.parquet"
+leanml predict "$out/models/flights" "$out/december.parquet" -o "$out/december-predictions.parquet" \
+  --keep carrier,flight,origin,dest
+
+echo "== serve: start the server, ask it over HTTP (V1 and V2), stop it"
+port=${LEANML_DEMO_PORT:-8765}
+leanml serve "$out/models" --port "$port" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+python scripts/demo_client.py "http://127.0.0.1:$port" "$out/december.parquet"
+kill "$server"
+wait "$server" 2>/dev/null || true
+trap - EXIT
+echo "== done: outputs in $out/"
