@@ -19,6 +19,7 @@ import tritonclient.http as triton
 from leanml.bundle import BundleInputs, ModelStore, load_bundle
 from leanml.bundle.artifact import MANIFEST, MODEL_ONNX, REFERENCE
 from leanml.bundle.store import ALIASES
+from leanml.serve.engine import ServedModel
 from serving import running_server
 
 INPUTS = ["dep_delay", "distance", "sched_dep_time", "carrier", "dest", "origin", "time_hour"]
@@ -174,14 +175,25 @@ def test_concurrent_requests_are_batched(store: Path, rows: pl.DataFrame) -> Non
     assert "leanml_queue_depth" in metrics and "leanml_request_seconds_bucket" in metrics
 
 
-def test_full_queue_sheds_load_and_deadlines_give_504(store: Path, rows: pl.DataFrame) -> None:
+def test_full_queue_sheds_load_and_deadlines_give_504(
+    store: Path, rows: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = {"instances": instances(rows.head(1))}
-    with running_server(str(store), max_queue=1, max_batch_size=1000, max_wait_ms=300) as (url, _):
+    original = ServedModel.infer
+
+    def slow_infer(self: ServedModel, jobs: list[Any]) -> list[Any]:
+        time.sleep(0.5)  # a busy model: requests pile up in the queue meanwhile
+        return original(self, jobs)
+
+    monkeypatch.setattr(ServedModel, "infer", slow_infer)
+    with running_server(str(store), max_queue=1, max_batch_size=1, max_wait_ms=0) as (url, _):
         responses = asyncio.run(_burst(f"{url}/v1/models/flights:predict", body, 6))
     codes = sorted(r.status_code for r in responses)
-    assert 503 in codes and 200 in codes
+    assert 200 in codes and 503 in codes, codes
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["retry-after"] == "1"
+    assert "at capacity" in shed.json()["error"]
+    monkeypatch.setattr(ServedModel, "infer", original)
     with running_server(str(store), timeout_ms=5, max_wait_ms=200, max_batch_size=1000) as (url, _):
         response = httpx.post(f"{url}/v1/models/flights:predict", json=body)
     assert response.status_code == 504

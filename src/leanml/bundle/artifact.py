@@ -36,7 +36,7 @@ import torch
 from leanml import __version__
 from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, scores
 from leanml.data.io import atomic_path, write_json
-from leanml.data.preprocessor import FLAGS, REASON, records_frame, transform
+from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
 from leanml.data.state import PreprocessState
 from leanml.errors import DataError, LeanMLError
 from leanml.models import export_onnx, load_model, save_model
@@ -156,7 +156,7 @@ def _score_columns(prefix: str, values: np.ndarray) -> list[pl.Series]:
 
 def _features(frame: pl.DataFrame, state: PreprocessState) -> np.ndarray:
     transformed = transform(frame, state, mode="serve")
-    return transformed.select(state.feature_names).to_numpy().astype(np.float32)
+    return feature_matrix(transformed, state, np.float32)
 
 
 def input_schema(state: PreprocessState) -> list[dict[str, Any]]:
@@ -241,7 +241,7 @@ class Bundle:
     def features(self, frame: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
         """The float32 feature matrix of ``frame`` and the per-row ``__reason``/``__flags``."""
         transformed = transform(frame, self.state, mode="serve")
-        matrix = transformed.select(self.state.feature_names).to_numpy().astype(np.float32)
+        matrix = feature_matrix(transformed, self.state, np.float32)
         return matrix, transformed.select(REASON, FLAGS)
 
     def scores(self, features: np.ndarray) -> np.ndarray:

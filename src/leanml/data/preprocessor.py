@@ -299,8 +299,15 @@ def invalid_column(name: str) -> str:
 
 
 def feature_matrix(frame: pl.DataFrame, state: PreprocessState, dtype: Any = np.float64) -> np.ndarray:
-    """The feature columns of a transformed frame as one contiguous 2-D array."""
-    return frame.select(state.feature_names).to_numpy().astype(dtype, copy=False)
+    """The feature columns of a transformed frame as one C-contiguous 2-D array."""
+    return to_matrix(frame.select(state.feature_names), dtype)
+
+
+def to_matrix(frame: pl.DataFrame, dtype: Any = np.float32) -> np.ndarray:
+    """Every column of ``frame`` as one C-contiguous 2-D array of ``dtype`` (cast by Polars, row-major
+    as ONNX Runtime and PyTorch want it: several times faster than converting the numpy array)."""
+    target = pl.Float32 if np.dtype(dtype) == np.float32 else pl.Float64
+    return frame.select(pl.all().cast(target)).to_numpy(order="c")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from leanml.data.preprocessor import (
     apply_stages,
     columns_frame,
     feature_column,
+    to_matrix,
 )
 from leanml.serve.validation import FieldError, RequestError, accepts, problem_columns, value_problems
 from leanml.training.metrics import predicted_classes
@@ -107,7 +108,7 @@ class ServedModel:
             *self.features, FLAGS, *self.problems
         )
         with np.errstate(over="ignore", invalid="ignore"):
-            matrix = annotated.select(self.features).to_numpy().astype(np.float32)
+            matrix = to_matrix(annotated.select(self.features))
         finite = np.isfinite(matrix).all(axis=1)
         prepared = time.perf_counter()
         scores = bundle.scores(matrix)
