@@ -21,3 +21,19 @@ class DataError(LeanMLError):
 
 class StateError(LeanMLError):
     """A saved preprocessing state (or other artifact) cannot be loaded."""
+
+
+def require_format_version(
+    payload: object, supported: int, source: str, error: type[LeanMLError] = StateError
+) -> int:
+    """The ``format_version`` of a stored JSON document, refusing a missing one or one newer than
+    ``supported`` with a message that names ``source`` and says to upgrade."""
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise error(f"{source}: missing 'format_version'")
+    if version > supported:
+        raise error(
+            f"{source}: format version {version} is newer than this leanml understands ({supported}); "
+            f"upgrade leanml to load it"
+        )
+    return version

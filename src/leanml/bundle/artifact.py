@@ -38,7 +38,7 @@ from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, scores
 from leanml.data.io import atomic_path, write_json
 from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
 from leanml.data.state import PreprocessState
-from leanml.errors import DataError, LeanMLError
+from leanml.errors import DataError, LeanMLError, require_format_version
 from leanml.models import export_onnx, load_model, save_model
 from leanml.training.metrics import predicted_classes
 
@@ -308,14 +308,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"bundle '{path}': {MANIFEST} is missing") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"bundle '{path}': cannot read {MANIFEST}: {exc}") from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if not isinstance(version, int):
-        raise BundleError(f"bundle '{path}': {MANIFEST} has no format_version")
-    if version > BUNDLE_FORMAT_VERSION:
-        raise BundleError(
-            f"bundle '{path}': format version {version} is newer than this leanml reads "
-            f"({BUNDLE_FORMAT_VERSION}); upgrade leanml"
-        )
+    require_format_version(manifest, BUNDLE_FORMAT_VERSION, f"bundle '{path}': {MANIFEST}", BundleError)
     if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
         raise BundleError(f"bundle '{path}': {MANIFEST} lists no files")
     return manifest

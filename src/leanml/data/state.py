@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leanml import __version__
 from leanml.data.io import write_json
-from leanml.errors import StateError
+from leanml.errors import StateError, require_format_version
 
 STATE_FORMAT_VERSION = 1
 INFREQUENT = "__infrequent__"
@@ -144,14 +144,7 @@ class PreprocessState(_Frozen):
         """Validate a state mapping (as stored in ``preprocess.json``)."""
         if not isinstance(payload, dict):
             raise StateError(f"{source}: expected a JSON object")
-        version = payload.get("format_version")
-        if not isinstance(version, int):
-            raise StateError(f"{source}: missing 'format_version'")
-        if version > STATE_FORMAT_VERSION:
-            raise StateError(
-                f"{source}: format version {version} is newer than this leanml understands "
-                f"({STATE_FORMAT_VERSION}); upgrade leanml to load it"
-            )
+        require_format_version(payload, STATE_FORMAT_VERSION, source)
         try:
             return cls.model_validate(payload)
         except ValidationError as exc:

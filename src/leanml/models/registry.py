@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from leanml.config import ModelConfig
-from leanml.errors import StateError
+from leanml.errors import StateError, require_format_version
 
 SPEC_FORMAT_VERSION = 1
 OUTPUT_KINDS = {"binary": "logit", "multiclass": "logits", "regression": "value"}
@@ -120,11 +120,7 @@ def check_spec(spec: Any) -> None:
     missing = [key for key in SPEC_KEYS if key not in spec]
     if missing:
         raise StateError(f"model spec: missing {', '.join(missing)}")
-    if not isinstance(spec["format_version"], int) or spec["format_version"] > SPEC_FORMAT_VERSION:
-        raise StateError(
-            f"model spec: format version {spec['format_version']!r} is not one this leanml understands "
-            f"(up to {SPEC_FORMAT_VERSION})"
-        )
+    require_format_version(spec, SPEC_FORMAT_VERSION, "model spec")
     if spec["task"] not in OUTPUT_KINDS or spec["output"] != OUTPUT_KINDS[spec["task"]]:
         raise StateError(f"model spec: task {spec['task']!r} with output {spec['output']!r} is not valid")
     for key in ("n_inputs", "n_outputs"):
