@@ -38,6 +38,9 @@ class OnnxRuntime:
         if threads is not None:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Spinning intra-op threads busy-wait between calls; in a server that idles between small batches
+        # they burned about a third of the CPU (bench/serve.py), so they sleep instead.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
         self.output_name = self.session.get_outputs()[0].name

@@ -63,6 +63,7 @@ class ServedModel:
         self.inputs = [c.name for c in state.columns]
         self.features = [pl.col(feature_column(name)) for name in state.feature_names]
         self.problems = problem_columns(state)
+        self.problems_only = [pl.col(expr.meta.output_name()) for expr in self.problems]
         reference = bundle.drift_reference
         self.drift = DriftMonitor(reference, state.feature_names) if reference else None
         self._stage_cache: dict[tuple[tuple[str, Any], ...], Stages] = {}
@@ -110,6 +111,9 @@ class ServedModel:
         with np.errstate(over="ignore", invalid="ignore"):
             matrix = to_matrix(annotated.select(self.features))
         finite = np.isfinite(matrix).all(axis=1)
+        # Rows with any problem, found once for the whole batch; only their requests are examined closely.
+        flagged = ~finite | annotated.select(pl.any_horizontal(self.problems_only)).to_series().to_numpy()
+        flags = annotated[FLAGS].to_list()
         prepared = time.perf_counter()
         scores = bundle.scores(matrix)
         scored = time.perf_counter()
@@ -118,15 +122,17 @@ class ServedModel:
         accepted_rows: list[np.ndarray] = []
         offset = 0
         for job in jobs:
-            problems: list[FieldError] = value_problems(annotated, job.columns, state, offset, job.rows)
-            problems += [
-                {
-                    "row": int(row),
-                    "field": None,
-                    "error": "values too large to compute with (features overflow)",
-                }
-                for row in np.flatnonzero(~finite[offset : offset + job.rows])
-            ]
+            problems: list[FieldError] = []
+            if flagged[offset : offset + job.rows].any():
+                problems = value_problems(annotated, job.columns, state, offset, job.rows)
+                problems += [
+                    {
+                        "row": int(row),
+                        "field": None,
+                        "error": "values too large to compute with (features overflow)",
+                    }
+                    for row in np.flatnonzero(~finite[offset : offset + job.rows])
+                ]
             if problems:
                 answers.append(RequestError(422, "invalid input values", problems))
             else:
@@ -134,7 +140,7 @@ class ServedModel:
                 answers.append(
                     self._answer(
                         part,
-                        annotated[FLAGS].slice(offset, job.rows).to_list(),
+                        flags[offset : offset + job.rows],
                         {"queue": job.queued_s, "preprocess": prepared - started, "model": scored - prepared},
                     )
                 )
