@@ -221,6 +221,7 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per model call.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="Longest wait to fill a batch.")] = None,
     runtime: Annotated[str | None, typer.Option(help="onnx (default) or torch.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime threads per model.")] = None,
 ) -> None:
     """Serve models over HTTP: KServe V1, Open Inference Protocol V2, /metrics; hot reload on promote."""
     from leanml.config import ServeConfig, load_config
@@ -235,6 +236,7 @@ def serve(
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
         "runtime": runtime,
+        "threads": threads,
     }
     try:
         settings = ServeConfig.model_validate(
