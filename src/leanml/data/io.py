@@ -165,3 +165,12 @@ def fingerprint(paths: list[str]) -> str:
             while chunk := handle.read(8 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def collect_each(queries: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """Run queries over a scan one after the other on the streaming engine, with bounded memory.
+
+    ``pl.collect_all`` shares the common part of several queries by caching it, which for a scan of a
+    file means holding the file's rows in memory; here each query streams the source on its own.
+    """
+    return [query.collect(engine="streaming") for query in queries]

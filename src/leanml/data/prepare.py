@@ -10,7 +10,8 @@ Outputs, in ``WORKDIR/NAME/prepare/`` (or the folder given):
 
 Every row read is accounted for: it lands in one split's output or is counted under a drop reason.
 Validation and test rows are transformed under the serving rules, so their metrics reflect what the
-server will do. The whole stage streams: the source is scanned lazily and outputs are sunk, never loaded.
+server will do. The whole stage streams: the source is scanned lazily and outputs are sunk, never loaded;
+each query scans the source on its own rather than sharing a cached copy (see ``collect_each``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.console import Console
 
 from leanml.config import Config
 from leanml.data import convert
-from leanml.data.io import atomic_path, expand_paths, fingerprint, scan_table, write_json
+from leanml.data.io import atomic_path, collect_each, expand_paths, fingerprint, scan_table, write_json
 from leanml.data.preprocessor import (
     REASON,
     annotate,
@@ -206,10 +207,10 @@ def _run_with_rejects(
     queries: list[pl.LazyFrame], rejected_parts: list[pl.LazyFrame], rejects_path: Path | None
 ) -> list[pl.DataFrame]:
     if rejects_path is None:
-        return pl.collect_all(queries, engine="streaming")
+        return collect_each(queries)
     with atomic_path(rejects_path) as tmp:
         rejects = pl.concat(rejected_parts, how="vertical_relaxed").sink_parquet(tmp, lazy=True)
-        return pl.collect_all([*queries, rejects], engine="streaming")[:-1]
+        return collect_each([*queries, rejects])[:-1]
 
 
 def _reason_counts(frame: pl.DataFrame) -> dict[str, int]:

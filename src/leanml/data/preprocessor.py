@@ -25,6 +25,7 @@ import polars as pl
 
 from leanml.config import CategoricalColumn, ColumnSpec, DatetimeColumn, NumericColumn
 from leanml.data import convert
+from leanml.data.io import collect_each
 from leanml.data.state import (
     CategoricalState,
     DatetimeOutput,
@@ -352,7 +353,7 @@ def fit_preprocessor(
             for expr in _convert_exprs(name, spec.type, schema[name], nulls, getattr(spec, "format", None))
         ]
     )
-    outliers = _fit_outliers(stage1, active)
+    outliers = _fit_outliers(stage1, active, in_memory=isinstance(frame, pl.DataFrame))
 
     stage2_exprs: list[pl.Expr] = []
     for name, spec in active.items():
@@ -389,7 +390,7 @@ def fit_preprocessor(
             for part in spec.parts:
                 aggregates += moment_exprs(_part(name, part), f"{name}|{part}|")
     queries = [kept.select(aggregates)] + [value_counts_query(kept, _handled(n)) for n in counted]
-    results = pl.collect_all(queries, engine="streaming")
+    results = _collect(queries, in_memory=isinstance(frame, pl.DataFrame))
     row = results[0].row(0, named=True)
     rows = int(row["__rows"])
     if rows == 0:
@@ -419,7 +420,9 @@ def fit_preprocessor(
     )
 
 
-def _fit_outliers(frame: pl.LazyFrame, active: Mapping[str, ColumnSpec]) -> dict[str, OutlierState]:
+def _fit_outliers(
+    frame: pl.LazyFrame, active: Mapping[str, ColumnSpec], in_memory: bool
+) -> dict[str, OutlierState]:
     rules = {n: s.outliers for n, s in active.items() if isinstance(s, NumericColumn) and s.outliers}
     if not rules:
         return {}
@@ -429,7 +432,7 @@ def _fit_outliers(frame: pl.LazyFrame, active: Mapping[str, ColumnSpec]) -> dict
     if zscore:
         queries.append(frame.select([e for n in zscore for e in moment_exprs(_value(n), f"{n}|")]))
     queries += [value_counts_query(frame, _value(n)) for n in iqr]
-    results = pl.collect_all(queries, engine="streaming") if queries else []
+    results = _collect(queries, in_memory)
     moments_row = results.pop(0).row(0, named=True) if zscore else {}
     quartiles = dict(zip(iqr, results, strict=True))
 
@@ -449,6 +452,14 @@ def _fit_outliers(frame: pl.LazyFrame, active: Mapping[str, ColumnSpec]) -> dict
             method=rule.method, lower=lower, upper=upper, action=rule.action, serving=rule.serving
         )
     return states
+
+
+def _collect(queries: list[pl.LazyFrame], in_memory: bool) -> list[pl.DataFrame]:
+    """Run the analyze queries: together over rows already in memory (shared work), one at a time over a
+    scan (a shared scan would be cached, i.e. loaded)."""
+    if in_memory:
+        return pl.collect_all(queries, engine="streaming")
+    return collect_each(queries)
 
 
 def _require_values(name: str, count: int) -> None:

@@ -1,15 +1,17 @@
 """Train / validation / test split, decided before anything is fitted.
 
 Random and stratified splits rank rows by a seeded hash of their row number, so a row's split depends
-only on the seed and its position in the file, and the split of a file larger than memory needs one pass
-over two small columns (row hash and class). Counts are exact: each class (stratified) or the whole table
-(random) gives ``round(n · test)`` rows to test and ``round(n · validation)`` to validation. A time split
-sends the latest rows to test, the ones before them to validation.
+only on the seed and its position in the file. Splitting a file larger than memory takes two passes over
+two small columns (row hash and class) that keep per-bucket counts, not per-row values. Counts are exact:
+each class (stratified) or the whole table (random) gives ``round(n · test)`` rows to test and
+``round(n · validation)`` to validation. A time split sends the latest rows to test, the ones before them
+to validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,6 +23,8 @@ ROW_ID = "__row_id"
 GROUP = "__group"
 TIME = "__time"
 NO_CUT = np.iinfo(np.uint64).max
+BUCKET_BITS = 20
+"""The split ranks rows in 2**20 buckets of the row hash first, so it holds counts, not every hash."""
 
 
 @dataclass(frozen=True)
@@ -43,16 +47,16 @@ class SplitPlan:
                 pl.when(time >= start_test).then(2).when(time >= start_val).then(1).otherwise(0).cast(pl.Int8)
             )
         row_hash = pl.col(ROW_ID).hash(self.seed)
-        groups = list(self.hash_cuts)
-        test_cut = pl.col(GROUP).replace_strict(
-            groups, [self.hash_cuts[g][0] for g in groups], return_dtype=pl.UInt64
-        )
-        val_cut = pl.col(GROUP).replace_strict(
-            groups, [self.hash_cuts[g][1] for g in groups], return_dtype=pl.UInt64
-        )
         return (
-            pl.when(row_hash < test_cut).then(2).when(row_hash < val_cut).then(1).otherwise(0).cast(pl.Int8)
-        )
+            pl.when(row_hash < self._cut(0)).then(2).when(row_hash < self._cut(1)).then(1).otherwise(0)
+        ).cast(pl.Int8)
+
+    def _cut(self, which: int) -> pl.Expr:
+        """The per-group cut as a when/then chain (streams, unlike a replace_strict lookup)."""
+        chain: Any = pl
+        for group, cuts in self.hash_cuts.items():
+            chain = chain.when(pl.col(GROUP) == group).then(pl.lit(cuts[which], dtype=pl.UInt64))
+        return chain.otherwise(None) if self.hash_cuts else pl.lit(None, dtype=pl.UInt64)
 
 
 def split_counts(n: int, config: SplitConfig) -> tuple[int, int]:
@@ -76,15 +80,49 @@ def plan_split(frame: pl.LazyFrame, config: SplitConfig) -> SplitPlan:
         start_test = float(times[len(times) - n_test]) if n_test else np.inf
         start_val = float(times[len(times) - n_test - n_val]) if n_val else start_test
         return SplitPlan(method="time", seed=config.seed, time_cuts=(start_val, start_test))
-    hashed = frame.select(pl.col(ROW_ID).hash(config.seed).alias("h"), pl.col(GROUP)).collect(
-        engine="streaming"
-    )
+    # Exact cuts without holding every row's hash: count rows per (group, hash bucket), then read only the
+    # hashes of the buckets where a cut falls and rank within them.
+    hashed = frame.select(pl.col(ROW_ID).hash(config.seed).alias("h"), pl.col(GROUP))
+    bucket = (pl.col("h") // (1 << (64 - BUCKET_BITS))).alias("b")
+    histogram = hashed.group_by(GROUP, bucket).agg(pl.len().alias("n")).collect(engine="streaming")
+    wanted: dict[int, list[tuple[int, int, int] | None]] = {}
+    for (group,), part in histogram.sort("b").group_by(GROUP, maintain_order=True):
+        counts = part["n"].to_numpy()
+        cumulative = np.cumsum(counts)
+        n = int(cumulative[-1])
+        n_test, n_val = split_counts(n, config)
+        targets: list[tuple[int, int, int] | None] = []
+        for rank in (n_test, n_test + n_val):
+            if rank >= n:
+                targets.append(None)
+                continue
+            at = int(np.searchsorted(cumulative, rank, side="right"))
+            targets.append((int(part["b"][at]), int(cumulative[at] - counts[at]), rank))
+        wanted[int(group)] = targets
+    needed = [(g, t[0]) for g, targets in wanted.items() for t in targets if t is not None]
+    near = pl.DataFrame()
+    if needed:
+        keys = pl.DataFrame({GROUP: [g for g, _ in needed], "b": [b for _, b in needed]}).unique()
+        near = (
+            hashed.with_columns(bucket)
+            .join(
+                keys.lazy().with_columns(
+                    pl.col(GROUP).cast(histogram.schema[GROUP]), pl.col("b").cast(histogram.schema["b"])
+                ),
+                on=[GROUP, "b"],
+            )
+            .collect(engine="streaming")
+        )
     cuts: dict[int, tuple[int, int]] = {}
-    for (group,), part in hashed.group_by(GROUP):
-        hashes = np.sort(part["h"].to_numpy())
-        n_test, n_val = split_counts(len(hashes), config)
-        test_cut = int(hashes[n_test]) if n_test < len(hashes) else int(NO_CUT)
-        val_cut = int(hashes[n_test + n_val]) if n_test + n_val < len(hashes) else int(NO_CUT)
-        cuts[int(group)] = (test_cut, val_cut)
+    for group, targets in wanted.items():
+        pair = []
+        for target in targets:
+            if target is None:
+                pair.append(int(NO_CUT))
+                continue
+            b, before, rank = target
+            inside = np.sort(near.filter((pl.col(GROUP) == group) & (pl.col("b") == b))["h"].to_numpy())
+            pair.append(int(inside[rank - before]))
+        cuts[group] = (pair[0], pair[1])
     method = "stratified" if config.stratify else "random"
     return SplitPlan(method=method, seed=config.seed, hash_cuts=dict(sorted(cuts.items())))

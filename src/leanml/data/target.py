@@ -92,9 +92,9 @@ def target_exprs(target: TargetState, dtype: pl.DataType, null_values: list[str]
         )
         return converted.value, reason
     converted = convert.to_category(target.name, dtype, null_values)
-    index = converted.value.replace_strict(
-        target.classes, list(range(len(target.classes))), default=None, return_dtype=pl.Int64
-    )
+    # An Enum cast maps each class to its index (null when unseen) and streams, unlike replace_strict.
+    index = converted.value.cast(pl.Enum(target.classes), strict=False).to_physical().cast(pl.Int64)
+
     reason = (
         pl.when(converted.value.is_null())
         .then(pl.lit(MISSING_TARGET))
