@@ -330,3 +330,19 @@ def test_state_from_a_newer_format_is_refused(tmp_path, flights: pl.DataFrame) -
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(StateError, match="cannot read"):
         PreprocessState.load(tmp_path / "bad.json")
+
+
+def test_datetime_format_is_inferred_once_and_kept_in_the_state() -> None:
+    from leanml.data.convert import infer_datetime_format
+
+    assert infer_datetime_format(pl.Series(["2013-01-01T10:00:00Z", "2013-01-02T11:30:00Z"])) == (
+        "%Y-%m-%dT%H:%M:%S%.fZ"
+    )
+    assert infer_datetime_format(pl.Series(["2024-01-05", "2024-02-06"])) == "%Y-%m-%d"
+    assert infer_datetime_format(pl.Series(["soon", "later"])) is None
+    frame = pl.DataFrame({"t": ["2024-01-01 08:00:00", "2024-01-02 09:30:00"] * 30 + ["NA", "not a time"]})
+    state = fit(frame, {"t": {"type": "datetime", "parts": ["hour"], "scale": "none"}})
+    assert state.columns[0].format == "%Y-%m-%d %H:%M:%S%.f"
+    served = transform(pl.DataFrame({"t": ["2024-03-03 17:00:00", "2024-03-03T17:00:00Z"]}), state)
+    assert served["t__hour"][0] == 17.0
+    assert served["t__hour"][1] == 20.0  # another format is invalid: imputed with the median time, 20:45

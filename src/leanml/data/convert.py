@@ -109,6 +109,40 @@ def to_datetime(name: str, dtype: pl.DataType, null_values: list[str], fmt: str 
     return Converted(value, value.is_null(), pl.lit(False))
 
 
+DATETIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+)
+FORMAT_SHARE = 0.95
+
+
+def infer_datetime_format(values: pl.Series) -> str | None:
+    """The format (of :data:`DATETIME_FORMATS`) that parses the most of ``values`` (non-missing text),
+    if it parses at least 95 % of them; else None.
+
+    Fixing the format once, at analyze time, spares the engine inferring it chunk by chunk (which buffers
+    a streaming scan) and keeps training and serving on the same format.
+    """
+    if values.len() == 0:
+        return None
+    best, best_share = None, 0.0
+    for fmt in DATETIME_FORMATS:
+        parsed = values.str.to_datetime(fmt, strict=False, time_unit=EPOCH_UNIT, time_zone="UTC")
+        share = 1.0 - parsed.null_count() / values.len()
+        if share > best_share:
+            best, best_share = fmt, share
+    return best if best_share >= FORMAT_SHARE else None
+
+
 def epoch_seconds(value: pl.Expr) -> pl.Expr:
     """Seconds since 1970-01-01 of a datetime expression, as Float64."""
     return value.dt.epoch(EPOCH_UNIT).cast(pl.Float64) / 1e6

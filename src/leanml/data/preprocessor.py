@@ -346,6 +346,7 @@ def fit_preprocessor(
     check_columns(schema, columns, None)
     nulls = list(null_values)
     active = {name: spec for name, spec in columns.items() if spec.type != "ignore"}
+    active = _with_datetime_formats(lazy, schema, active, nulls)
     stage1 = lazy.with_columns(
         [
             expr
@@ -452,6 +453,29 @@ def _fit_outliers(
             method=rule.method, lower=lower, upper=upper, action=rule.action, serving=rule.serving
         )
     return states
+
+
+FORMAT_SAMPLE_ROWS = 2000
+
+
+def _with_datetime_formats(
+    frame: pl.LazyFrame, schema: pl.Schema, active: dict[str, ColumnSpec], nulls: list[str]
+) -> dict[str, ColumnSpec]:
+    """Datetime specs of text columns get the format inferred from their first values when none is set."""
+    result = dict(active)
+    for name, spec in active.items():
+        if isinstance(spec, DatetimeColumn) and spec.format is None and schema[name] == pl.String:
+            text = pl.col(name).str.strip_chars()
+            sample = (
+                frame.select(text.alias(name))
+                .filter(text.is_not_null() & text.is_in(nulls).not_())
+                .head(FORMAT_SAMPLE_ROWS)
+                .collect()[name]
+            )
+            fmt = convert.infer_datetime_format(sample)
+            if fmt is not None:
+                result[name] = spec.model_copy(update={"format": fmt})
+    return result
 
 
 def _collect(queries: list[pl.LazyFrame], in_memory: bool) -> list[pl.DataFrame]:
