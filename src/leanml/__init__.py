@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from leanml.config import Config
     from leanml.data.prepare import PrepareResult
     from leanml.pipeline import TrainOutcome
+    from leanml.tuning import TuneResult
 
 
 def _config(config: Config | str | Path) -> Config:
@@ -45,6 +46,26 @@ def train(config: Config | str | Path, **kwargs: Any) -> TrainOutcome:
     return train_and_bundle(_config(config), **kwargs)
 
 
+def tune(
+    config: Config | str | Path,
+    resume: bool = False,
+    sampler: str | None = None,
+    trials: int | None = None,
+    jobs: int | None = None,
+    timeout_s: float | None = None,
+    **kwargs: Any,
+) -> TuneResult:
+    """Search hyperparameters, write best.yaml and bundle the best model (see :func:`leanml.tuning.run_tune`).
+
+    ``sampler``, ``trials``, ``jobs`` and ``timeout_s`` replace the config's ``tune`` settings. With
+    ``jobs`` > 1, call it under ``if __name__ == "__main__":`` in a script: worker processes import it.
+    """
+    from leanml.tuning import run_tune, tune_options
+
+    cfg = tune_options(_config(config), sampler=sampler, trials=trials, jobs=jobs, timeout_s=timeout_s)
+    return run_tune(cfg, resume=resume, **kwargs)
+
+
 def load(reference: str | Path, runtime: str = "onnx") -> Bundle:
     """Load a verified bundle: a bundle folder, ``STORE/NAME`` or ``STORE/NAME@VERSION``."""
     from leanml.bundle import load as load_reference
@@ -52,4 +73,4 @@ def load(reference: str | Path, runtime: str = "onnx") -> Bundle:
     return load_reference(str(reference), runtime=runtime)
 
 
-__all__ = ["__version__", "load", "prepare", "train"]
+__all__ = ["__version__", "load", "prepare", "train", "tune"]

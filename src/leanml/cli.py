@@ -169,6 +169,42 @@ def run(
 
 @app.command()
 @friendly_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="The leanml.yaml whose tune: section to run.")],
+    sampler: Annotated[str | None, typer.Option(help="grid, random or tpe (default: tune.sampler).")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials to run (default: tune.trials).")] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Trials at once, each in a process.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.0, help="Start no new trial after this many seconds.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the study in WORKDIR/NAME/tune/ without repeating trials.")
+    ] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Search hyperparameters over tune.space; write the trial table, best.yaml and plots; bundle the best."""
+    from leanml.config import load_config
+    from leanml.tuning import run_tune, tune_options
+
+    cfg = tune_options(
+        load_config(config, overrides), sampler=sampler, trials=trials, jobs=jobs, timeout_s=timeout
+    )
+    result = run_tune(cfg, resume=resume, console=console)
+    rows = {f"trial {result.best.number} (validation)": result.best.validation}
+    if result.bundle is not None:
+        rows[f"bundle {result.bundle.version} (validation)"] = result.bundle_validation
+    _print_metrics(rows)
+    for path in result.files:
+        console.print(f"  {path}")
+    if result.bundle is not None:
+        console.print(
+            f"[green]✓[/green] best config in {result.best_config}; bundle {result.bundle.name} "
+            f"{result.bundle.version} in {result.bundle.path}"
+        )
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
     data: Annotated[str, typer.Argument(help="A labelled CSV, Parquet or JSON-lines file (or glob).")],

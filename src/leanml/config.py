@@ -10,6 +10,7 @@ against the folder that holds the config file, so a config can be run from anywh
 
 from __future__ import annotations
 
+import builtins
 import copy
 import hashlib
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from leanml.errors import ConfigError
 
@@ -233,6 +234,119 @@ class TrainConfig(StrictModel):
         return self
 
 
+class SearchSpec(StrictModel):
+    """One dimension of a tuning search space, written in the YAML as one of:
+
+    - ``[sgd, adam]``: a choice among values (any YAML value: numbers, text, lists, mappings);
+    - ``{uniform: [0.0, 0.5]}``: a float drawn uniformly in [lo, hi] (optional ``step``);
+    - ``{log_uniform: [1.0e-4, 1.0e-1]}``: a float drawn uniformly in log space (lo > 0);
+    - ``{int: [1, 4]}``: an integer in [lo, hi] (optional ``step``, default 1).
+    """
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    log_uniform: tuple[float, float] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list_is_a_choice(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"choice": value}
+        if not isinstance(value, dict | SearchSpec):
+            raise ValueError(f"expected {SEARCH_FORMS}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchSpec:
+        given = [kind for kind in SEARCH_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected {SEARCH_FORMS}")
+        if self.choice is not None:
+            if not self.choice:
+                raise ValueError("the list of values is empty")
+            if self.step is not None:
+                raise ValueError("'step' applies to uniform and int ranges, not to a list of values")
+            return self
+        low, high = self.bounds
+        if low >= high:
+            raise ValueError(f"the range [{low}, {high}] is empty: lo must be below hi")
+        if self.log_uniform is not None and low <= 0:
+            raise ValueError(f"log_uniform needs lo > 0 (got {low})")
+        if self.log_uniform is not None and self.step is not None:
+            raise ValueError("'step' applies to uniform and int ranges, not to log_uniform")
+        if self.int is not None and self.step is not None and self.step != round(self.step):
+            raise ValueError(f"an int range needs a whole step (got {self.step})")
+        return self
+
+    @model_serializer
+    def _as_written(self) -> Any:
+        if self.choice is not None:
+            return self.choice
+        written: dict[str, Any] = {self.kind: list(self.bounds)}
+        if self.step is not None:
+            written["step"] = builtins.int(self.step) if self.int is not None else self.step
+        return written
+
+    @property
+    def kind(self) -> str:
+        """``choice``, ``uniform``, ``log_uniform`` or ``int``."""
+        return next(kind for kind in SEARCH_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def bounds(self) -> tuple[Any, Any]:
+        """``(lo, hi)`` of a range (not for a choice)."""
+        bounds = self.uniform or self.log_uniform or self.int
+        if bounds is None:
+            raise ValueError("a choice has no bounds")
+        return bounds
+
+
+SEARCH_KINDS = ("choice", "uniform", "log_uniform", "int")
+SEARCH_FORMS = "a list of values, or one of {uniform: [lo, hi]}, {log_uniform: [lo, hi]}, {int: [lo, hi]}"
+TUNE_METRICS = tuple(m for m in METRICS if m != "loss")
+
+
+class TuneConfig(StrictModel):
+    """Hyperparameter search (SPEC §3.3): which sampler, how many trials, and the space of dotted keys.
+
+    ``space`` maps any config key (``train.lr``, ``model.hidden``, ``columns.age.scale``) to a
+    :class:`SearchSpec`. ``grid`` tries every combination of the lists (and int ranges) once; ``random``
+    and ``tpe`` draw ``trials`` points. ``metric`` (default: the task's main metric) is scored on the
+    validation split; ``pruner`` stops trials whose per-epoch validation metric falls behind.
+    """
+
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    trials: int | None = Field(None, ge=1)
+    """Trials to run; default 40 (random, tpe) or the size of the grid (grid, which never exceeds it)."""
+    jobs: int = Field(1, ge=1)
+    """Trials run at once, each in its own process."""
+    timeout_s: float | None = Field(None, gt=0)
+    """No new trial starts after this many seconds; running ones finish."""
+    seed: int = Field(0, ge=0)
+    metric: Literal[TUNE_METRICS] | None = None  # type: ignore[valid-type]
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    prune_startup_trials: int = Field(5, ge=0)
+    """Trials that must finish before the median pruner prunes anything."""
+    prune_warmup_epochs: int = Field(1, ge=0)
+    """Epochs every trial runs before it can be pruned."""
+    space: dict[str, SearchSpec] = Field(default_factory=dict)
+    """Dotted config key → spec; empty: train.lr, train.optimizer and model.hidden (``leanml.tuning``)."""
+
+    @model_validator(mode="after")
+    def _grid_needs_values(self) -> TuneConfig:
+        if self.sampler != "grid":
+            return self
+        for key, spec in self.space.items():
+            if spec.kind in ("uniform", "log_uniform"):
+                raise ValueError(
+                    f"sampler 'grid' needs a list of values (or an int range) for every key, but "
+                    f"space.{key} is a {spec.kind} range: list the values to try, e.g. [0.001, 0.01, 0.1]"
+                )
+        return self
+
+
 class ServeConfig(StrictModel):
     """The HTTP server (SPEC §3.6): where it listens, how it batches, and its limits."""
 
@@ -269,6 +383,7 @@ class Config(StrictModel):
     columns: dict[str, ColumnSpec]
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workdir: str = "runs"
     """Stage outputs go to ``WORKDIR/NAME/STAGE``."""

@@ -3,7 +3,8 @@
 ``train_model`` reads top to bottom: load the splits as batches, build the model and optimizer, maybe
 resume from the last checkpoint, then for each epoch — set the learning rate, run the batches, evaluate
 on validation, track the best epoch, checkpoint — and finally restore the best weights (with early
-stopping), score the test split and write the outputs. No callbacks: everything happens here.
+stopping), score the test split and write the outputs. Everything happens here; the one hook, ``on_epoch``,
+lets a caller watch each epoch's record (tuning reports it to its pruner) and stop training by raising.
 
 Outputs in ``out_dir``: ``model.json`` + ``model.safetensors`` (the trained model), ``metrics.json``
 (validation and test metrics, the history per epoch), ``checkpoints/last.safetensors`` and ``plots/``.
@@ -88,13 +89,16 @@ def train_model(
     resume: bool = False,
     console: Console | None = None,
     plots: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train the model ``config`` describes on the prepared splits; write and return the results.
 
     ``prepared_dir`` and ``out_dir`` default to the prepare and train stage folders of ``config``.
     With ``resume``, training continues after the last completed epoch of the checkpoint in ``out_dir``
     (and starts afresh when there is none); the run ends as an uninterrupted one would. ``plots=False``
-    skips the plots (e.g. for tuning trials).
+    skips the plots (e.g. for tuning trials). ``on_epoch``, when given, is called with each epoch's
+    history record once the epoch is validated and checkpointed; an exception it raises stops training
+    and propagates to the caller.
     """
     prepared = Path(prepared_dir) if prepared_dir is not None else config.stage_dir("prepare")
     out = Path(out_dir) if out_dir is not None else config.stage_dir("train")
@@ -204,6 +208,8 @@ def train_model(
                 _checkpoint_state(epoch + 1, history, optimizer, schedule, best, run),
             )
             progress.end_epoch(record, improved)
+            if on_epoch is not None:
+                on_epoch(record)
 
     # The result: best weights (early stopping), final scores, files.
     stopped_early = best.should_stop
