@@ -35,7 +35,10 @@ def test_tune_command_end_to_end(tune_raw: Callable[..., dict[str, Any]], tmp_pa
 
     again = runner.invoke(app, ["tune", str(path)])
     assert again.exit_code == 2 and "pass --resume to continue it" in again.output
-    again = runner.invoke(app, ["tune", str(path), "--resume", "--trials", "3", "--set", "train.epochs=2"])
+    again = runner.invoke(
+        app,
+        ["tune", str(path), "--resume", "--sampler", "random", "--trials", "3", "--set", "train.epochs=2"],
+    )
     assert again.exit_code == 0, again.output  # nothing left to run: the reports, and no second bundle
     assert "already bundled as bc v1" in again.output
     assert not (tmp_path / "models" / "bc" / "v2").exists()

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from leanml.bundle.artifact import MANIFEST, BundleError, BundleInputs, read_manifest, write_bundle
-from leanml.data.io import write_json
+from leanml.data.io import file_lock, write_json
 
 ALIASES = "aliases.json"
 ALIAS_NAMES = ("latest", "production")
@@ -145,16 +143,8 @@ class ModelStore:
             aliases.setdefault("history", []).append({"alias": alias, "version": version, "at": stamp})
         write_json(self.root / name / ALIASES, aliases)
 
-    @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        lock_path = self.root / name / ".lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.root / name / ".lock")
 
 
 def _trim_history(history: list[dict[str, Any]], current: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ Compressed CSV is decompressed once, by streaming, into a cache folder (``$LEANM
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob as globlib
 import gzip
 import hashlib
@@ -148,6 +149,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) between processes.
+
+    ``flock`` is released by the kernel when the holder dies, so a killed process never leaves it stuck.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -60,7 +60,7 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     metric_ax.set(title="Validation metrics", xlabel="epoch")
     if names:
         metric_ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -89,7 +89,7 @@ def plot_confusion_matrix(
             for j in range(n):
                 color = "white" if counts[i, j] > threshold else "black"
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(
@@ -113,7 +113,7 @@ def plot_roc(
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({split})")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path, split: str = "test") -> Path:
@@ -131,10 +131,11 @@ def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path, split: st
     scatter_ax.set(xlabel="predicted", ylabel="true − predicted", title=f"Residuals ({split})")
     hist_ax.hist(residuals, bins=50)
     hist_ax.set(xlabel="true − predicted", ylabel="rows", title="Residual distribution")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Render a figure to PNG at ``path``, atomically."""
     FigureCanvasAgg(fig)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 import yaml
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 from rich.console import Console
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from leanml.config import Config
 from leanml.data.io import atomic_path
+from leanml.training.plots import save_figure
 from leanml.tuning.space import SearchSpace, override_text
 
 STATES = {
@@ -159,7 +159,7 @@ def plot_history(rows: Sequence[TrialRow], metric: str, direction: str, path: Pa
     ax.grid(alpha=0.3)
     if best or any(r.state == "pruned" for r in rows):
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def param_importances(study: optuna.Study) -> dict[str, float] | None:
@@ -182,7 +182,7 @@ def plot_importance(importances: dict[str, float], path: Path) -> Path:
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set(title="Parameter importance", xlabel="importance (Optuna PED-ANOVA, sums to 1)")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_html(
@@ -249,11 +249,3 @@ def _value_text(key: str, value: Any) -> str:
 
 def _number(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path

@@ -9,14 +9,12 @@ prepares; ``prepare`` swaps its output folder in whole, so a folder that exists 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 
 from leanml.config import PREPARE_SECTIONS, Config
+from leanml.data.io import file_lock
 from leanml.data.prepare import prepare
 
 DIGEST_CHARS = 12
@@ -40,7 +38,7 @@ def prepared_variant(config: Config, root: str | Path, console: Console | None =
     if (folder / "quality.json").exists():
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f".{name}.lock"):
+    with file_lock(root / f".{name}.lock"):
         if not (folder / "quality.json").exists():  # another process may have prepared it meanwhile
             prepare(variant_config(config), out_dir=folder, console=console)
     return folder
@@ -52,14 +50,3 @@ def prepared_variants(root: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "quality.json").exists())
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # flock is released by the kernel when the holder dies, so a killed worker never leaves it stuck.
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
