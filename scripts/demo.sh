@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job end to end on NYC flights 2013: data → config → prepare → train → evaluate → predict → serve.
+# The main job end to end on NYC flights 2013: data → config → prepare → tune → train → evaluate → predict → serve.
 # Run through `make demo`, which puts .venv/bin first on PATH.
 set -euo pipefail
 out=demo-out
@@ -15,6 +15,9 @@ leanml init "$out/flights.parquet" --target delayed -o "$out/leanml.yaml"
 
 echo "== prepare: split, clean, fit the preprocessing, data-quality report"
 leanml prepare "$out/leanml.yaml" --rejects "$out/rejects.parquet"
+
+echo "== tune: a small TPE search over learning rate, optimizer and hidden sizes (3 short trials)"
+leanml tune "$out/leanml.yaml" --trials 3 --set train.epochs=1
 
 echo "== train: an MLP (a few epochs for the demo), bundled into the model store"
 leanml train "$out/leanml.yaml" --set train.epochs=4
