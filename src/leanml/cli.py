@@ -137,13 +137,7 @@ def train(
     from leanml.config import load_config
     from leanml.pipeline import train_and_bundle
 
-    outcome = train_and_bundle(load_config(config, overrides), resume=resume, console=console)
-    _print_metrics({"validation": outcome.result.validation, "test": outcome.result.test})
-    for plot in outcome.result.plots:
-        console.print(f"  plot: {plot}")
-    console.print(
-        f"[green]✓[/green] bundle {outcome.bundle.name} {outcome.bundle.version} in {outcome.bundle.path}"
-    )
+    _print_outcome(train_and_bundle(load_config(config, overrides), resume=resume, console=console))
 
 
 @app.command()
@@ -160,11 +154,7 @@ def run(
     cfg = load_config(config, overrides)
     result = run_prepare(cfg, console=console)
     render_report(result.report, console)
-    outcome = train_and_bundle(cfg, console=console)
-    _print_metrics({"validation": outcome.result.validation, "test": outcome.result.test})
-    console.print(
-        f"[green]✓[/green] bundle {outcome.bundle.name} {outcome.bundle.version} in {outcome.bundle.path}"
-    )
+    _print_outcome(train_and_bundle(cfg, console=console))
 
 
 @app.command()
@@ -352,6 +342,16 @@ def models_rollback(
 
     ref = ModelStore(store).rollback(name)
     console.print(f"[green]✓[/green] {name} production → {ref.version}")
+
+
+def _print_outcome(outcome: Any) -> None:
+    """A training run's metrics, plots and bundle (shared by ``train`` and ``run``)."""
+    _print_metrics({"validation": outcome.result.validation, "test": outcome.result.test})
+    for plot in outcome.result.plots:
+        console.print(f"  plot: {plot}")
+    console.print(
+        f"[green]✓[/green] bundle {outcome.bundle.name} {outcome.bundle.version} in {outcome.bundle.path}"
+    )
 
 
 def _print_metrics(rows: dict[str, dict[str, float]]) -> None:
