@@ -56,32 +56,19 @@ OUT = ROOT / "bench" / "out" / "serve"
 MODEL = "flights"
 JSON_HEADERS = {"Content-Type": "application/json"}
 INPUTS = ["dep_delay", "distance", "sched_dep_time", "carrier", "dest", "origin", "time_hour"]
-COLUMNS: dict[str, Any] = {
-    "dep_delay": {
-        "type": "numeric",
-        "impute": "median",
-        "scale": "standard",
-        "outliers": {"method": "iqr", "k": 3.0, "action": "clip"},
-    },
-    "distance": {"type": "numeric", "impute": "mean", "scale": "minmax"},
-    "sched_dep_time": {"type": "numeric", "impute": "most_frequent", "scale": "standard"},
-    "carrier": {"type": "categorical", "impute": "most_frequent"},
-    "dest": {"type": "categorical", "min_frequency": 200},
-    "origin": {"type": "categorical"},
-    "time_hour": {"type": "datetime", "parts": ["hour", "dayofweek", "month"]},
-    "tailnum": {"type": "ignore"},
-}
 TRAIN_EVERY = 6  # every 6th flight (~56,000 rows) trains the model; requests come from the others
 
 
 # ------------------------------------------------------------------------------------------------ setup
 def raw_config(out: Path) -> dict[str, Any]:
     """The training config (an MLP 64 → 32, 2 epochs) as a mapping, its paths under ``out``."""
+    from leanml.datasets import FLIGHTS_COLUMNS
+
     return {
         "name": MODEL,
         "data": {"train": str(out / "flights-train.parquet")},
         "target": "delayed",
-        "columns": COLUMNS,
+        "columns": FLIGHTS_COLUMNS,
         "model": {"arch": "mlp", "hidden": [64, 32], "dropout": 0.0},
         "train": {"epochs": 2, "batch_size": 512, "optimizer": "adam", "lr": 0.003},
         "workdir": str(out / "runs"),

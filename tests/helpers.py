@@ -6,22 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from leanml.config import Config, parse_config
-
-FLIGHTS_COLUMNS: dict[str, Any] = {
-    "dep_delay": {
-        "type": "numeric",
-        "impute": "median",
-        "scale": "standard",
-        "outliers": {"method": "iqr", "k": 3.0, "action": "clip"},
-    },
-    "distance": {"type": "numeric", "impute": "mean", "scale": "minmax"},
-    "sched_dep_time": {"type": "numeric", "impute": "most_frequent", "scale": "standard"},
-    "carrier": {"type": "categorical", "impute": "most_frequent"},
-    "dest": {"type": "categorical", "min_frequency": 200},
-    "origin": {"type": "categorical"},
-    "time_hour": {"type": "datetime", "parts": ["hour", "dayofweek", "month"]},
-    "tailnum": {"type": "ignore"},
-}
+from leanml.datasets import FLIGHTS_COLUMNS
 
 
 def make_config(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -29,6 +30,22 @@ FLIGHTS_INTEGER_COLUMNS = (
     "minute",
 )
 FLIGHTS_FLOAT_COLUMNS = ("dep_delay", "distance")
+FLIGHTS_COLUMNS: dict[str, Any] = {
+    "dep_delay": {
+        "type": "numeric",
+        "impute": "median",
+        "scale": "standard",
+        "outliers": {"method": "iqr", "k": 3.0, "action": "clip"},
+    },
+    "distance": {"type": "numeric", "impute": "mean", "scale": "minmax"},
+    "sched_dep_time": {"type": "numeric", "impute": "most_frequent", "scale": "standard"},
+    "carrier": {"type": "categorical", "impute": "most_frequent"},
+    "dest": {"type": "categorical", "min_frequency": 200},
+    "origin": {"type": "categorical"},
+    "time_hour": {"type": "datetime", "parts": ["hour", "dayofweek", "month"]},
+    "tailnum": {"type": "ignore"},
+}
+"""A ``columns`` section for the flights table using every kind of rule (tests and benchmarks)."""
 
 
 def _package_data(package: str, filename: str) -> Path:
