@@ -5,6 +5,7 @@ The Python API mirrors the command line::
     import leanml
     result = leanml.prepare("leanml.yaml")        # leanml prepare
     trained = leanml.train("leanml.yaml")         # leanml train (prepares first when needed)
+    shrunk = leanml.shrink("models/flights")      # leanml shrink: a smaller version within a budget
     model = leanml.load("models/flights")         # production version, else latest
     model.predict(frame)                          # same preprocessing as training
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from leanml.config import Config
     from leanml.data.prepare import PrepareResult
     from leanml.pipeline import TrainOutcome
+    from leanml.shrinking import ShrinkResult
     from leanml.tuning import TuneResult
 
 
@@ -66,6 +68,29 @@ def tune(
     return run_tune(cfg, resume=resume, **kwargs)
 
 
+def shrink(
+    reference: str | Path,
+    config: Config | str | Path | None = None,
+    max_metric_drop: float | None = None,
+    target_latency_us: float | None = None,
+    target_size_kb: float | None = None,
+    methods: list[str] | None = None,
+    **kwargs: Any,
+) -> ShrinkResult:
+    """Shrink a stored model within a metric budget (see :func:`leanml.shrinking.run_shrink`).
+
+    ``config`` defaults to the config bundled with the model; the keyword settings replace its ``shrink``
+    ones. The result's ``bundle`` is the new version, or ``None`` with ``reason`` when nothing was written.
+    """
+    from leanml.bundle import resolve_reference
+    from leanml.shrinking import bundled_config, run_shrink, shrink_options
+
+    ref = resolve_reference(str(reference))
+    cfg = _config(config) if config is not None else bundled_config(ref.path)
+    cfg = shrink_options(cfg, max_metric_drop, target_latency_us, target_size_kb, methods)
+    return run_shrink(ref.path, cfg, **kwargs)
+
+
 def load(reference: str | Path, runtime: str = "onnx") -> Bundle:
     """Load a verified bundle: a bundle folder, ``STORE/NAME`` or ``STORE/NAME@VERSION``."""
     from leanml.bundle import load as load_reference
@@ -73,4 +98,4 @@ def load(reference: str | Path, runtime: str = "onnx") -> Bundle:
     return load_reference(str(reference), runtime=runtime)
 
 
-__all__ = ["__version__", "load", "prepare", "train", "tune"]
+__all__ = ["__version__", "load", "prepare", "shrink", "train", "tune"]

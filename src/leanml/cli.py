@@ -195,6 +195,57 @@ def tune(
 
 @app.command()
 @friendly_errors
+def shrink(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A leanml.yaml for the shrink: section and the data (default: the model's own)."),
+    ] = None,
+    max_metric_drop: Annotated[
+        float | None, typer.Option(min=0.0, help="Budget: points for scores, a share for errors.")
+    ] = None,
+    target_latency_us: Annotated[
+        float | None, typer.Option(min=0.0, help="Batch-1 p50 latency the result must reach.")
+    ] = None,
+    target_size_kb: Annotated[
+        float | None, typer.Option(min=0.0, help="Size of model.onnx the result must reach.")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of distill,prune,quantize (run in that order).")
+    ] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Distil, prune and quantize a model within a metric budget; add the result as a new version.
+
+    Exits 1 without writing anything when no model meets the budget and targets.
+    """
+    from leanml.bundle import resolve_reference
+    from leanml.config import load_config
+    from leanml.shrinking import bundled_config, run_shrink, shrink_options
+
+    ref = resolve_reference(model)
+    cfg = load_config(config, overrides) if config is not None else bundled_config(ref.path, overrides)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    cfg = shrink_options(cfg, max_metric_drop, target_latency_us, target_size_kb, chosen)
+    result = run_shrink(ref.path, cfg, console=console)
+    for path in result.files:
+        console.print(f"  {path}")
+    if result.bundle is None:
+        err_console.print(
+            f"[bold red]no model written[/bold red] ({escape(ref.name)} {ref.version} is untouched): "
+            f"{escape(result.reason or '')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+    console.print(
+        f"[green]✓[/green] bundle {result.bundle.name} {result.bundle.version} (parent {ref.version}) "
+        f"in {result.bundle.path}"
+    )
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
     data: Annotated[str, typer.Argument(help="A labelled CSV, Parquet or JSON-lines file (or glob).")],

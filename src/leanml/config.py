@@ -347,6 +347,86 @@ class TuneConfig(StrictModel):
         return self
 
 
+SHRINK_METHODS = ("distill", "prune", "quantize")
+
+
+class DistillConfig(StrictModel):
+    """Knowledge distillation into a smaller ``mlp`` student (Hinton et al., 2015).
+
+    Classification minimises ``alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · CE(student, y)``
+    with both output distributions softened at temperature ``T``; regression minimises
+    ``alpha · MSE(student, teacher) + (1 − alpha) · MSE(student, y)`` on the standardized target.
+    """
+
+    student: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
+    """Hidden widths of the student; ``null``: the smallest of a ladder of sizes that keeps the budget."""
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(3.0e-3, gt=0.0)
+    batch_size: int = Field(512, ge=2)
+    max_students: int = Field(4, ge=1)
+    """Students trained at most while searching the ladder for the smallest one inside the budget."""
+
+
+class PruneConfig(StrictModel):
+    """Magnitude pruning, in steps, each followed by fine-tuning and measured against the budget.
+
+    ``structured`` removes whole hidden units (those whose incoming and outgoing weights have the smallest
+    norms), so the layers become physically smaller and faster. ``unstructured`` (a sparsity, e.g. 0.8)
+    zeroes that share of all weights by global magnitude: the layers stay dense, so it saves storage only
+    when the file is compressed and makes nothing faster.
+    """
+
+    structured: bool = True
+    step: float = Field(0.25, gt=0.0, lt=1.0)
+    """Share of each hidden layer's remaining units removed per step."""
+    max_steps: int = Field(6, ge=1)
+    min_units: int = Field(2, ge=1)
+    """No hidden layer is pruned below this many units."""
+    finetune_epochs: int = Field(2, ge=0)
+    finetune_lr: float = Field(1.0e-3, gt=0.0)
+    unstructured: float | None = Field(None, gt=0.0, lt=1.0)
+
+
+class QuantizeConfig(StrictModel):
+    """int8 with ONNX Runtime's dynamic quantization: int8 weights, activations quantized per batch."""
+
+    per_channel: bool = True
+
+
+class ShrinkConfig(StrictModel):
+    """Shrinking a trained model under a quality budget (SPEC §3.4).
+
+    Steps run in the order distill → prune → quantize, each measured on the validation split and rolled
+    back when it breaks the budget. ``max_metric_drop`` is in points of the metric for scores in [0, 1]
+    (accuracy, f1, roc_auc, r2: 0.01 = one point) and relative to the parent's value for errors (rmse, mae,
+    log_loss: 0.01 = 1 % worse). The latency target is the p50 at batch 1 on ONNX Runtime with one thread;
+    the size target is the served graph (``model.onnx``).
+    """
+
+    methods: list[Literal[SHRINK_METHODS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(SHRINK_METHODS), min_length=1
+    )
+    metric: Literal[TUNE_METRICS] | None = None  # type: ignore[valid-type]
+    """Default: the task's main metric (roc_auc, accuracy or rmse)."""
+    max_metric_drop: float = Field(0.01, ge=0.0)
+    target_latency_us: float | None = Field(None, gt=0.0)
+    target_size_kb: float | None = Field(None, gt=0.0)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    latency_runs: int = Field(2000, ge=10)
+    """Timed runs at batch 1 per measurement (batch 1024 runs a fiftieth of them, at least 10)."""
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> ShrinkConfig:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a method twice: {self.methods}")
+        return self
+
+
 class ServeConfig(StrictModel):
     """The HTTP server (SPEC §3.6): where it listens, how it batches, and its limits."""
 
@@ -384,6 +464,7 @@ class Config(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    shrink: ShrinkConfig = Field(default_factory=ShrinkConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workdir: str = "runs"
     """Stage outputs go to ``WORKDIR/NAME/STAGE``."""
@@ -479,6 +560,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
             "store": _resolve(config.store, base_dir),
         }
     )
+
+
+def with_section(config: Config, section: str, updates: dict[str, Any]) -> Config:
+    """``config`` with the keys of one section replaced; ``None`` values are left out (not set).
+
+    The result is validated again, so an error names ``SECTION.KEY``.
+    """
+    given = {key: value for key, value in updates.items() if value is not None}
+    if not given:
+        return config
+    raw = config.model_dump(mode="json")
+    raw[section] = {**raw[section], **given}
+    return parse_config(raw)
 
 
 def _resolve(path: str, base_dir: Path) -> str:

@@ -1,8 +1,9 @@
 """``resmlp``: a residual MLP, the teacher-sized architecture.
 
 An input projection to ``width`` units, ``blocks`` pre-norm residual blocks
-(``x + dropout(W2 · act(W1 · norm(x)))`` with an inner layer of ``inner`` units), then a final norm,
-activation and linear output layer. Residual connections keep deep, wide networks trainable.
+(``x + dropout(W2 · act(W1 · norm(x)))`` with an inner layer of ``inner`` units — one width for every
+block, or a list of one per block, as structured pruning leaves it), then a final norm, activation and
+linear output layer. Residual connections keep deep, wide networks trainable.
 """
 
 from __future__ import annotations
@@ -55,17 +56,18 @@ class ResMLP(nn.Module):
         n_inputs: int,
         n_outputs: int,
         width: int,
-        inner: int,
+        inner: int | list[int],
         blocks: int,
         activation: str = "relu",
         dropout: float = 0.0,
         norm: str = "none",
     ) -> None:
         super().__init__()
+        inners = [inner] * blocks if isinstance(inner, int) else list(inner)
+        if len(inners) != blocks:
+            raise TypeError(f"inner lists {len(inners)} widths for {blocks} blocks")
         self.input = nn.Linear(n_inputs, width)
-        self.blocks = nn.Sequential(
-            *[ResidualBlock(width, inner, activation, dropout, norm) for _ in range(blocks)]
-        )
+        self.blocks = nn.Sequential(*[ResidualBlock(width, n, activation, dropout, norm) for n in inners])
         self.head = nn.Sequential(
             norm_layer(norm, width), make_activation(activation), nn.Linear(width, n_outputs)
         )

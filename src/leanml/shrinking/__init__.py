@@ -1,0 +1,23 @@
+"""The shrink stage: distillation, pruning and int8 under a quality budget (SPEC §3.4)."""
+
+from __future__ import annotations
+
+from leanml.shrinking.stage import (
+    Budget,
+    ShrinkError,
+    ShrinkResult,
+    StepRecord,
+    bundled_config,
+    run_shrink,
+    shrink_options,
+)
+
+__all__ = [
+    "Budget",
+    "ShrinkError",
+    "ShrinkResult",
+    "StepRecord",
+    "bundled_config",
+    "run_shrink",
+    "shrink_options",
+]

@@ -1,0 +1,94 @@
+"""Knowledge distillation (Hinton, Vinyals and Dean, 2015): the loss, and the students to try.
+
+Classification: ``alpha · T² · KL(p_teacher ‖ p_student) + (1 − alpha) · CE(student, y)`` where both
+distributions are the softmax of the logits divided by the temperature ``T`` (the ``T²`` keeps the soft
+term's gradients on the scale of the hard one's). A binary model's one logit ``z`` is the two-class
+softmax over ``[0, z]``, so its distributions are Bernoulli with ``p = sigmoid(z / T)``.
+
+Regression: ``alpha · MSE(student, teacher) + (1 − alpha) · MSE(student, y)``, each divided by the
+target's variance (the model outputs the target's units; see :func:`leanml.training.make_loss`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+STUDENT_LADDER: tuple[tuple[int, ...], ...] = (
+    (4,),
+    (8,),
+    (16,),
+    (32,),
+    (32, 16),
+    (64, 32),
+    (128, 64),
+    (256, 128),
+    (512, 256),
+)
+"""Hidden widths of the ``mlp`` students tried, smallest first."""
+
+
+def distillation_loss(
+    task: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    target_std: float = 1.0,
+) -> torch.Tensor:
+    """The mean distillation loss of a batch (see the module docstring).
+
+    ``student`` and ``teacher`` are raw outputs ``[batch, n_outputs]``; ``target`` holds 0/1 (binary),
+    class indices (multiclass) or values (regression).
+    """
+    if task == "regression":
+        inverse_variance = 1.0 / (target_std * target_std)
+        soft = F.mse_loss(student[:, 0], teacher[:, 0]) * inverse_variance
+        hard = F.mse_loss(student[:, 0], target) * inverse_variance
+        return alpha * soft + (1.0 - alpha) * hard
+    if task == "binary":
+        hard = F.binary_cross_entropy_with_logits(student[:, 0], target)
+        soft = _bernoulli_kl(teacher[:, 0] / temperature, student[:, 0] / temperature)
+    elif task == "multiclass":
+        hard = F.cross_entropy(student, target)
+        soft = F.kl_div(
+            F.log_softmax(student / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+    else:
+        raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
+    return alpha * temperature * temperature * soft + (1.0 - alpha) * hard
+
+
+def _bernoulli_kl(teacher_logit: torch.Tensor, student_logit: torch.Tensor) -> torch.Tensor:
+    """Mean KL(Bernoulli(sigmoid(t)) ‖ Bernoulli(sigmoid(s))), computed in log space for stability."""
+    p = torch.sigmoid(teacher_logit)
+    log_p, log_q = F.logsigmoid(teacher_logit), F.logsigmoid(student_logit)
+    log_not_p, log_not_q = F.logsigmoid(-teacher_logit), F.logsigmoid(-student_logit)
+    return (p * (log_p - log_q) + (1.0 - p) * (log_not_p - log_not_q)).mean()
+
+
+def student_spec(teacher_spec: dict[str, Any], hidden: list[int] | tuple[int, ...]) -> dict[str, Any]:
+    """The spec of an ``mlp`` student with ``hidden`` widths, for the teacher's inputs and task.
+
+    The student takes the teacher's activation; it has no dropout (the soft targets regularise it) and
+    no normalisation layers (so every hidden unit can be pruned away).
+    """
+    activation = teacher_spec["hyperparameters"].get("activation", "relu")
+    return {
+        **teacher_spec,
+        "arch": "mlp",
+        "hyperparameters": {"hidden": list(hidden), "activation": activation, "dropout": 0.0, "norm": "none"},
+    }
+
+
+def spec_parameters(spec: dict[str, Any]) -> int:
+    """Parameters of the network ``spec`` describes (weights and biases of its layers)."""
+    from leanml.models import build_model
+
+    return sum(p.numel() for p in build_model(spec).parameters())

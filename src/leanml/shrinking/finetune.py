@@ -1,0 +1,180 @@
+"""Training a student or fine-tuning a pruned model, against the hard labels and the teacher's outputs.
+
+:class:`ShrinkData` holds the prepared splits once for every step: the training rows as batches (in
+memory, or streamed from Parquet past the memory budget) with the teacher's outputs for them, and the
+validation and test splits as numpy arrays for scoring. With the training rows in memory the teacher runs
+once over them; streamed, it runs on each batch.
+
+:func:`fit` is a short, self-contained loop: AdamW, a per-step cosine learning rate, one pass over the
+rows per epoch in a seeded order, and the weights of the epoch with the best validation metric at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from leanml.data.state import PreprocessState
+from leanml.models import TabularModel
+from leanml.models.predict import predict
+from leanml.shrinking.distill import distillation_loss
+from leanml.training.batching import TensorBatches, load_split, open_split, target_moments
+from leanml.training.loop import TrainingError, epoch_seed
+from leanml.training.metrics import HIGHER_IS_BETTER, evaluate
+
+TEACHER_CHUNK_ROWS = 8192
+
+
+@dataclass
+class Split:
+    """A split as arrays: float32 features and the targets."""
+
+    features: np.ndarray
+    target: np.ndarray
+
+
+class ShrinkData:
+    """The prepared data every shrink step trains and measures on (see the module docstring)."""
+
+    def __init__(
+        self,
+        prepared: Path,
+        state: PreprocessState,
+        teacher: TabularModel,
+        batch_size: int,
+        memory_budget_mb: float,
+    ) -> None:
+        self.task = state.target.task
+        features = state.feature_names
+        self.train = open_split(prepared / "train.parquet", features, self.task, batch_size, memory_budget_mb)
+        self.validation = _arrays(prepared / "validation.parquet", features, self.task)
+        self.test = _arrays(prepared / "test.parquet", features, self.task)
+        self.target_std = target_moments(prepared / "train.parquet")[1] if self.task == "regression" else 1.0
+        self.teacher = teacher.eval()
+        self.teacher_train: torch.Tensor | None = None
+        if isinstance(self.train, TensorBatches):
+            self.teacher_train = _outputs(self.teacher, self.train.features)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Shuffled training batches with the teacher's outputs: ``(features, target, teacher)``."""
+        if isinstance(self.train, TensorBatches):
+            assert self.teacher_train is not None
+            order = torch.randperm(self.train.rows, generator=generator)
+            size = self.train.batch_size
+            for start in range(0, self.train.rows, size):
+                index = order[start : start + size]
+                if len(index) < 2 and start:  # a lone last row would make a batch of one
+                    continue
+                yield self.train.features[index], self.train.target[index], self.teacher_train[index]
+            return
+        for x, y in self.train.epoch(generator):
+            yield x, y, _outputs(self.teacher, x)
+
+    def batches_per_epoch(self) -> int:
+        """How many batches :meth:`epoch` yields (at most)."""
+        return self.train.batches_per_epoch()
+
+
+def fit(
+    model: TabularModel,
+    data: ShrinkData,
+    metric: str,
+    epochs: int,
+    lr: float,
+    temperature: float,
+    alpha: float,
+    seed: int,
+    console: Console | None = None,
+    label: str = "training",
+) -> TabularModel:
+    """Train ``model`` in place for ``epochs`` on the distillation loss; return it with its best weights.
+
+    ``alpha = 0`` trains on the hard labels alone. The best epoch is the one with the best validation
+    ``metric``; without validation rows it is the last.
+    """
+    if epochs == 0:
+        return model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    total_steps = max(epochs * data.batches_per_epoch(), 1)
+    higher = HIGHER_IS_BETTER[metric]
+    best_score, best_state = -math.inf, None
+    step = 0
+    with _FitProgress(console, label, total_steps) as (progress, task_id):
+        for epoch in range(epochs):
+            generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+            torch.default_generator.manual_seed(epoch_seed(seed, epoch))
+            model.train()
+            loss = torch.zeros(())
+            for x, y, teacher_out in data.epoch(generator):
+                for group in optimizer.param_groups:  # cosine decay per step, to zero at the end
+                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+                loss = distillation_loss(
+                    data.task, model(x), teacher_out, y, temperature, alpha, data.target_std
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                if progress is not None:
+                    progress.advance(task_id)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{label}: the loss became {float(loss)}; lower the learning rate ({lr:g})"
+                )
+            if len(data.validation.target):
+                value = evaluate(data.task, data.validation.target, predict(model, data.validation.features))
+                score = value[metric] if higher else -value[metric]
+                if score > best_score:
+                    best_score, best_state = score, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+class _FitProgress:
+    """A Rich bar over the optimizer steps of one fit (nothing without a console)."""
+
+    def __init__(self, console: Console | None, label: str, total: int) -> None:
+        self.progress = None
+        if console is not None:
+            self.progress = Progress(
+                TextColumn(label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+        self.total = total
+
+    def __enter__(self) -> tuple[Progress | None, int]:
+        if self.progress is None:
+            return None, 0
+        self.progress.start()
+        return self.progress, self.progress.add_task("fit", total=self.total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _outputs(model: TabularModel, features: torch.Tensor) -> torch.Tensor:
+    """The model's raw outputs for ``features``, in chunks, without autograd."""
+    with torch.no_grad():  # not inference_mode: the losses save these tensors for the backward pass
+        parts = [
+            model(features[s : s + TEACHER_CHUNK_ROWS]) for s in range(0, len(features), TEACHER_CHUNK_ROWS)
+        ]
+    return torch.cat(parts) if parts else torch.zeros(0, 1)
+
+
+def _arrays(path: Path, features: list[str], task: str) -> Split:
+    x, y = load_split(path, features, task)
+    return Split(x.numpy(), y.numpy())

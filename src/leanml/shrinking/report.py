@@ -1,0 +1,210 @@
+"""The shrink report: a terminal table, ``steps.csv``, ``shrink.json``, a plot and one HTML page.
+
+Every file is written atomically; the HTML page embeds the plot, so it stands alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from leanml.data.io import atomic_path, write_json
+from leanml.training.plots import save_figure
+
+if TYPE_CHECKING:
+    from leanml.shrinking.stage import StepRecord
+
+COLOURS = {"parent": "#4c72b0", "kept": "#55a868", "rolled back": "#c44e52", "not kept": "#8c8c8c"}
+COLUMNS = (
+    ("step", "step"),
+    ("model", "model"),
+    ("parameters", "parameters"),
+    ("onnx_kb", "model.onnx KB"),
+    ("compressed_kb", "zlib KB"),
+    ("p50_batch1_us", "p50 b1 µs"),
+    ("p99_batch1_us", "p99 b1 µs"),
+    ("p50_batch1024_us", "p50 b1024 µs"),
+    ("p99_batch1024_us", "p99 b1024 µs"),
+    ("metric", "METRIC"),
+    ("drop", "drop"),
+    ("decision", "decision"),
+    ("why", "why"),
+)
+
+
+def write_reports(
+    folder: Path, summary: dict[str, Any], records: Sequence[StepRecord], metric: str, console: Console | None
+) -> list[Path]:
+    """Write ``shrink.json``, ``steps.csv``, ``plots/shrink.png`` and ``report.html``; show the table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [table_row(r, metric) for r in records]
+    write_json(folder / "shrink.json", summary)
+    written = [folder / "shrink.json", _write_csv(rows, metric, folder / "steps.csv")]
+    image = plot_steps(records, metric, folder / "plots" / "shrink.png")
+    written += [image, _write_html(folder / "report.html", summary, rows, metric, image)]
+    if console is not None:
+        render_steps(rows, metric, summary, console)
+    return written
+
+
+def table_row(record: StepRecord, metric: str) -> dict[str, Any]:
+    """One step as the table shows it."""
+    m = record.measurement
+    return {
+        "step": record.step,
+        "model": record.model,
+        "parameters": m.parameters,
+        "onnx_kb": m.onnx_bytes / 1024,
+        "compressed_kb": m.compressed_bytes / 1024,
+        "p50_batch1_us": m.p50_batch1_us,
+        "p99_batch1_us": m.p99_batch1_us,
+        "p50_batch1024_us": m.p50_batch1024_us,
+        "p99_batch1024_us": m.p99_batch1024_us,
+        "metric": m.metrics[metric],
+        "drop": record.drop,
+        "decision": record.decision,
+        "why": record.why,
+    }
+
+
+def render_steps(
+    rows: Sequence[dict[str, Any]], metric: str, summary: dict[str, Any], console: Console
+) -> None:
+    """The step table, then the outcome."""
+    table = Table(title=f"shrink: {summary['budget']['text']}", title_justify="left")
+    for key, heading in COLUMNS:
+        if key != "why":
+            table.add_column(
+                heading.replace("METRIC", metric),
+                justify="left" if key in ("step", "model", "decision") else "right",
+            )
+    for row in rows:
+        colour = {"kept": "green", "parent": "cyan", "rolled back": "red"}.get(row["decision"], "dim")
+        table.add_row(*[_cell(key, row[key], colour) for key, _ in COLUMNS if key != "why"])
+    console.print(table)
+    final, parent = summary["final"], summary["steps"][0]
+    if not summary["written"]:
+        console.print(f"[bold red]no model written:[/bold red] {escape(summary['reason'] or '')}")
+        return
+    smaller = parent["onnx_bytes"] / max(final["onnx_bytes"], 1)
+    faster = parent["p50_batch1_us"] / max(final["p50_batch1_us"], 1e-9)
+    test = {name: values.get(metric, float("nan")) for name, values in summary["test"].items()}
+    console.print(
+        f"[green]✓[/green] {escape(final['model'])}: {smaller:.1f}× smaller, {faster:.1f}× faster at "
+        f"batch 1; test {metric} {test['final']:.4f} (parent {test['parent']:.4f})"
+    )
+
+
+def plot_steps(records: Sequence[StepRecord], metric: str, path: Path) -> Path:
+    """Four panels over the steps: size on disk, p50 at batch 1 and 1024, and the validation metric."""
+    labels = [f"{r.step}\n{r.model}" for r in records]
+    colours = [COLOURS.get(r.decision, "#8c8c8c") for r in records]
+    panels = (
+        ("model.onnx (KB, log scale)", [r.measurement.onnx_bytes / 1024 for r in records], True),
+        ("p50 latency at batch 1 (µs)", [r.measurement.p50_batch1_us for r in records], False),
+        ("p50 latency at batch 1024 (µs)", [r.measurement.p50_batch1024_us for r in records], False),
+        (f"validation {metric}", [r.measurement.metrics[metric] for r in records], False),
+    )
+    fig = Figure(figsize=(max(8.0, 1.1 * len(records) + 3), 8.5))
+    axes = fig.subplots(2, 2)
+    for ax, (title, values, log) in zip(axes.flat, panels, strict=True):
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_title(title)
+        ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        elif title.startswith("validation"):  # zoom in: the differences are a fraction of a point
+            low, high = min(values), max(values)
+            margin = max((high - low) * 0.5, 1e-3)
+            ax.set_ylim(low - margin, high + margin)
+    handles = [Patch(color=colour, label=decision) for decision, colour in COLOURS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=len(COLOURS))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path)
+
+
+def _write_csv(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([key if key != "metric" else metric for key, _ in COLUMNS])
+    for row in rows:
+        writer.writerow([row[key] for key, _ in COLUMNS])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
+    return path
+
+
+def _write_html(
+    path: Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]], metric: str, image: Path
+) -> Path:
+    head = "".join(f"<th>{html.escape(h.replace('METRIC', metric))}</th>" for _, h in COLUMNS)
+    body = "".join(
+        f'<tr class="{html.escape(row["decision"].replace(" ", "-"))}">'
+        + "".join(f"<td>{html.escape(_text(key, row[key]))}</td>" for key, _ in COLUMNS)
+        + "</tr>"
+        for row in rows
+    )
+    outcome = (
+        f"<p>Written: the final model is <b>{html.escape(summary['final']['model'])}</b>.</p>"
+        if summary["written"]
+        else f"<p><b>No model written:</b> {html.escape(summary['reason'] or '')}</p>"
+    )
+    test = "".join(
+        f"<tr><td>{name}</td>"
+        + "".join(f"<td>{html.escape(f'{k} {v:.4f}')}</td>" for k, v in values.items())
+        + "</tr>"
+        for name, values in summary["test"].items()
+    )
+    picture = base64.b64encode(image.read_bytes()).decode()
+    name = html.escape(f"{summary['parent']['name']} {summary['parent']['version']}")
+    targets = summary["targets"]
+    conditions = (
+        f"Budget: {html.escape(summary['budget']['text'])}. Targets: batch-1 p50 latency "
+        f"{targets['latency_us'] or '—'} µs, model.onnx {targets['size_kb'] or '—'} KB. "
+        "Latencies: ONNX Runtime with one thread, on validation rows."
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "td:nth-child(2),td:last-child{text-align:left}tr.kept{background:#e8f5e9}"
+        "tr.rolled-back{background:#fdecea}tr.parent{background:#e8eef8}"
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>leanml shrink: {name}</title><style>{style}</style></head>
+<body><h1>leanml shrink: {name}</h1>
+<p>{conditions}</p>
+{outcome}
+<table><tr>{head}</tr>{body}</table>
+<h2>Test split</h2><table>{test}</table>
+<img src="data:image/png;base64,{picture}" alt="shrink steps">
+</body></html>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
+    return path
+
+
+def _text(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        if key in ("metric", "drop"):
+            return f"{value:.4f}"
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _cell(key: str, value: Any, colour: str) -> str:
+    text = _text(key, value).replace("[", "\\[")
+    return f"[{colour}]{text}[/{colour}]" if key == "decision" else text

@@ -1,0 +1,572 @@
+"""The shrink stage (SPEC §3.4): a smaller, faster model under a quality budget, with the evidence.
+
+:func:`run_shrink` reads top to bottom: load and verify the parent bundle, make sure the prepared data
+is the one its preprocessing produced, measure the parent, then run the steps of ``shrink.methods`` in
+the order distill → prune → quantize. Each step makes a candidate from the current model, measures it on
+the validation split (:mod:`leanml.shrinking.measure`) and keeps it only when the metric stays within the
+budget; otherwise the step is rolled back and the current model stays. The final model is scored on the
+test split, checked against the latency and size targets, and written to the store as a new version whose
+lineage names its parent. When no step could be kept or a target is missed, nothing is written: the
+parent stays as it was, and the result says why.
+
+Outputs in ``WORKDIR/NAME/shrink/``: ``report.html`` (table and plot), ``steps.csv``, ``shrink.json``
+(also inside the new bundle) and ``plots/shrink.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from rich.console import Console
+
+from leanml.bundle import BundleInputs, BundleRef, ModelStore, load_bundle, resolve_reference
+from leanml.bundle.artifact import CONFIG, MODEL_ONNX, PREPROCESS, REFERENCE, Bundle
+from leanml.bundle.runtime import OnnxRuntime
+from leanml.bundle.store import VERSION_RE
+from leanml.config import Config, apply_overrides, parse_config, with_section
+from leanml.errors import ConfigError, LeanMLError, StateError
+from leanml.models import TabularModel, build_model, export_onnx
+from leanml.pipeline import ensure_prepared
+from leanml.progress import Steps
+from leanml.shrinking.distill import STUDENT_LADDER, spec_parameters, student_spec
+from leanml.shrinking.finetune import ShrinkData, fit
+from leanml.shrinking.measure import Measurement, measure, score_graph
+from leanml.shrinking.prune import (
+    hidden_widths,
+    make_permanent,
+    prune_unstructured,
+    remove_units,
+    sparsity,
+    structured_blocker,
+    unit_groups,
+    units_to_keep,
+)
+from leanml.shrinking.quantize import is_int8, quantize_int8
+from leanml.shrinking.report import write_reports
+from leanml.training import HIGHER_IS_BETTER, MAIN_METRIC, task_metrics
+
+SHRINK_JSON = "shrink.json"
+ERROR_METRICS = ("rmse", "mae", "log_loss")
+"""Metrics whose budget is relative to the parent's value (the others are scores in [0, 1])."""
+INT8_MAX_SLOWDOWN = 1.10
+"""An int8 graph that is only smaller is kept when batch-1 latency stays within this factor."""
+
+
+class ShrinkError(LeanMLError):
+    """Shrinking cannot start (e.g. the prepared data does not match the parent's preprocessing)."""
+
+
+@dataclass
+class Candidate:
+    """A model a step produced, with its served graph and figures."""
+
+    model: TabularModel
+    spec: dict[str, Any]
+    onnx: bytes
+    measurement: Measurement
+    description: str
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of the report: what a step tried, its figures, and the decision taken."""
+
+    step: str
+    model: str
+    measurement: Measurement
+    drop: float
+    decision: str
+    """``parent``, ``kept``, ``rolled back`` or ``not kept``."""
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "step": self.step,
+            "model": self.model,
+            **self.measurement.as_dict(),
+            "drop": self.drop,
+            "decision": self.decision,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far the metric may fall below the parent's (see :class:`leanml.config.ShrinkConfig`)."""
+
+    metric: str
+    reference: float
+    max_drop: float
+
+    def drop(self, value: float) -> float:
+        """How much worse ``value`` is than the parent's: points for scores, a share for errors."""
+        if self.metric in ERROR_METRICS:
+            return (
+                (value - self.reference) / abs(self.reference) if self.reference else value - self.reference
+            )
+        return self.reference - value if HIGHER_IS_BETTER[self.metric] else value - self.reference
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is inside the budget."""
+        return self.drop(value) <= self.max_drop + 1e-12
+
+    def describe(self) -> str:
+        """The budget in words."""
+        unit = (
+            f"{self.max_drop:.1%} of the parent's" if self.metric in ERROR_METRICS else f"{self.max_drop:g}"
+        )
+        return f"{self.metric} at most {unit} worse than the parent's {self.reference:.4f}"
+
+
+@dataclass
+class ShrinkResult:
+    """What :func:`run_shrink` produced. ``bundle`` is ``None`` when the budget could not be met."""
+
+    parent: BundleRef
+    metric: str
+    budget: Budget
+    steps: list[StepRecord]
+    final: StepRecord
+    test: dict[str, dict[str, float]]
+    """``parent`` and ``final`` metrics on the test split."""
+    folder: Path
+    bundle: BundleRef | None = None
+    reason: str | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def run_shrink(
+    reference: str | Path, config: Config | None = None, console: Console | None = None
+) -> ShrinkResult:
+    """Shrink the model at ``reference`` (a bundle folder, ``STORE/NAME`` or ``STORE/NAME@VERSION``).
+
+    ``config`` supplies the ``shrink`` section and where the data is; default: the config bundled with the
+    parent. Returns the result; its ``bundle`` is the new version, or ``None`` with ``reason`` saying why
+    nothing was written.
+    """
+    steps = Steps(console)
+    ref = resolve_reference(reference)
+    with steps.step(f"loading {ref.name} {ref.version}"):
+        parent = load_bundle(ref.path)
+    cfg = config if config is not None else bundled_config(parent.path)
+    sc = cfg.shrink
+    prepared = ensure_prepared(cfg, console)
+    _check_same_preprocessing(parent, prepared)
+    task = parent.task
+    metric = sc.metric or MAIN_METRIC[task]
+    if metric not in task_metrics(task):
+        raise ConfigError(
+            f"invalid config:\n  shrink.metric: {metric!r} is not a metric of a {task} task; "
+            f"use one of {', '.join(task_metrics(task))}"
+        )
+    with steps.step("loading the prepared splits and the teacher's outputs"):
+        data = ShrinkData(
+            prepared, parent.state, parent.model, sc.distill.batch_size, cfg.train.memory_budget_mb
+        )
+    if len(data.validation.target) == 0:
+        raise ConfigError(
+            "invalid config:\n  data.split.validation: shrinking measures every step on the validation "
+            "split, which is empty"
+        )
+    run = _Run(cfg, data, metric, console, steps)
+
+    with steps.step("measuring the parent"):
+        teacher_onnx = (parent.path / MODEL_ONNX).read_bytes()
+        current = run.candidate(parent.model, parent.spec, describe(parent.spec), teacher_onnx)
+    run.budget = Budget(metric, current.measurement.metrics[metric], sc.max_metric_drop)
+    run.record("parent", current, "parent", f"{ref.name} {ref.version}")
+    parent_candidate = current
+
+    for method, step in (("distill", run.distill), ("prune", run.prune), ("quantize", run.quantize)):
+        if method in sc.methods:
+            current = step(current)
+
+    test = {
+        "parent": _test_metrics(parent_candidate, data),
+        "final": _test_metrics(current, data),
+    }
+    reason = _unmet(current, parent_candidate, run)
+    final = next(r for r in reversed(run.records) if r.decision in ("kept", "parent"))
+    folder = cfg.stage_dir("shrink")
+    result = ShrinkResult(ref, metric, run.budget, run.records, final, test, folder, reason=reason)
+    summary = shrink_summary(result, cfg)
+    result.files = write_reports(folder, summary, run.records, metric, console)
+    if reason is not None:
+        return result
+
+    with steps.step("writing the shrunk model to the store"):
+        store = _store_of(ref, cfg)
+        result.bundle = store.add(
+            BundleInputs(
+                name=parent.name,
+                state=parent.state,
+                model=current.model,
+                spec=current.spec,
+                metrics={
+                    "validation": current.measurement.metrics,
+                    "test": test["final"],
+                    "monitor": metric,
+                    "parent": {
+                        "version": ref.version,
+                        "validation": parent_candidate.measurement.metrics,
+                        "test": test["parent"],
+                    },
+                },
+                reference_rows=_reference_rows(parent),
+                lineage={
+                    "stage": "shrink",
+                    "parent": ref.version,
+                    "data_fingerprint": parent.manifest.get("lineage", {}).get("data_fingerprint"),
+                    "config_hash": cfg.digest(),
+                    "steps": [f"{r.step}: {r.decision}" for r in run.records if r.decision != "parent"],
+                },
+                config=cfg.model_dump(mode="json"),
+                onnx_model=current.onnx if is_int8(current.onnx) else None,
+                drift=parent.drift_reference,
+                extra_files={SHRINK_JSON: json.dumps(summary, indent=2).encode()},
+            )
+        )
+    return result
+
+
+class _Run:
+    """The state one shrink run threads through its steps: data, budget, and the records so far."""
+
+    def __init__(
+        self, config: Config, data: ShrinkData, metric: str, console: Console | None, steps: Steps
+    ) -> None:
+        self.config = config
+        self.shrink = config.shrink
+        self.data = data
+        self.metric = metric
+        self.console = console
+        self.steps = steps
+        self.budget = Budget(metric, 0.0, self.shrink.max_metric_drop)
+        self.records: list[StepRecord] = []
+        self.alpha = self.shrink.distill.alpha if "distill" in self.shrink.methods else 0.0
+        """Fine-tuning learns from the teacher too when distillation is on."""
+
+    # ------------------------------------------------------------------ helpers
+    def candidate(
+        self, model: TabularModel, spec: dict[str, Any], description: str, onnx: bytes | None = None
+    ) -> Candidate:
+        """Export (unless ``onnx`` is given) and measure a model."""
+        if onnx is None:
+            onnx = export_graph(model, spec)
+        parameters = sum(t.numel() for t in model.state_dict().values())
+        figures = measure(
+            onnx,
+            parameters,
+            spec,
+            self.data.validation.features,
+            self.data.validation.target,
+            self.shrink.latency_runs,
+        )
+        return Candidate(model, spec, onnx, figures, description)
+
+    def record(self, step: str, candidate: Candidate, decision: str, why: str) -> None:
+        """Add a report row and print it."""
+        value = candidate.measurement.metrics[self.metric]
+        row = StepRecord(
+            step, candidate.description, candidate.measurement, self.budget.drop(value), decision, why
+        )
+        self.records.append(row)
+        if self.console is not None:
+            colour = {"kept": "green", "parent": "cyan"}.get(decision, "yellow")
+            m = candidate.measurement
+            self.console.print(
+                f"  [{colour}]{decision:<11}[/{colour}] {step:<14} {candidate.description:<28} "
+                f"{m.onnx_bytes / 1024:8.1f} KB  {m.p50_batch1_us:7.1f} µs  {self.metric} {value:.4f}"
+                f"  [dim]{why}[/dim]"
+            )
+
+    def within(self, candidate: Candidate) -> bool:
+        """Whether the candidate's validation metric is inside the budget."""
+        return self.budget.allows(candidate.measurement.metrics[self.metric])
+
+    def over_budget(self, candidate: Candidate) -> str:
+        """Why a candidate breaks the budget, in words."""
+        drop = self.budget.drop(candidate.measurement.metrics[self.metric])
+        limit = self.budget.max_drop
+        if self.metric in ERROR_METRICS:
+            return f"{self.metric} {drop:.2%} worse than the parent's; the budget allows {limit:.2%}"
+        return f"{self.metric} fell {drop:.4f}; the budget allows {limit:g}"
+
+    def fit(self, model: TabularModel, epochs: int, lr: float, label: str, alpha: float) -> TabularModel:
+        """Train ``model`` against the teacher and the labels (see :func:`leanml.shrinking.finetune.fit`)."""
+        temperature = self.shrink.distill.temperature
+        return fit(
+            model,
+            self.data,
+            self.metric,
+            epochs,
+            lr,
+            temperature,
+            alpha,
+            self.shrink.seed,
+            self.console,
+            label,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def distill(self, current: Candidate) -> Candidate:
+        """Distil into the smallest student of the ladder that keeps the budget (binary search)."""
+        d = self.shrink.distill
+        if current.spec["arch"] == "linear":
+            self.record(
+                "distill", current, "not kept", "the parent is a linear model: there is nothing smaller"
+            )
+            return current
+        teacher_size = current.measurement.parameters
+        if d.student is not None:
+            ladder = [tuple(d.student)]
+        else:
+            ladder = [
+                h for h in STUDENT_LADDER if spec_parameters(student_spec(current.spec, h)) < teacher_size
+            ]
+        if not ladder:
+            self.record("distill", current, "not kept", "the parent is no larger than the smallest student")
+            return current
+        low, high, tried = 0, len(ladder) - 1, 0
+        passed: list[tuple[int, Candidate]] = []
+        trained: list[Candidate] = []
+        while low <= high and tried < d.max_students:
+            middle = (low + high) // 2
+            spec = student_spec(current.spec, ladder[middle])
+            torch.manual_seed(self.shrink.seed)
+            student = build_model(spec)
+            if student.rescale:  # regression: the student learns the standardized target, as the teacher did
+                student.set_target_scaling(
+                    float(current.model.target_shift[0]), float(current.model.target_scale[0])
+                )
+            label = f"distilling into mlp {list(ladder[middle])}"
+            student = self.fit(student, d.epochs, d.lr, label, d.alpha)
+            made = self.candidate(student, spec, describe(spec))
+            trained.append(made)
+            tried += 1
+            if self.within(made):
+                passed.append((middle, made))
+                high = middle - 1
+            else:
+                low = middle + 1
+        chosen = min(passed, key=lambda item: item[0]) if passed else None
+        for made in trained:
+            if chosen is not None and made is chosen[1]:
+                self.record(
+                    "distill", made, "kept", f"the smallest student inside the budget ({tried} tried)"
+                )
+            elif self.within(made):
+                self.record("distill", made, "rolled back", "inside the budget, but a smaller student is too")
+            else:
+                self.record("distill", made, "rolled back", self.over_budget(made))
+        return chosen[1] if chosen is not None else current
+
+    def prune(self, current: Candidate) -> Candidate:
+        """Structured pruning in steps with fine-tuning, then optional unstructured pruning."""
+        p = self.shrink.prune
+        if p.structured:
+            current = self._prune_structured(current)
+        if p.unstructured is not None:
+            current = self._prune_unstructured(current)
+        return current
+
+    def _prune_structured(self, current: Candidate) -> Candidate:
+        p = self.shrink.prune
+        blocker = structured_blocker(current.spec)
+        if blocker is not None:
+            self.record("prune", current, "not kept", f"no structured pruning: {blocker}")
+            return current
+        for number in range(1, p.max_steps + 1):
+            keep = units_to_keep(current.model, current.spec, p.step, p.min_units)
+            groups = unit_groups(current.model, current.spec)
+            if all(len(k) == g.width for k, g in zip(keep, groups, strict=True)):
+                break  # every layer is at min_units
+            model, spec = remove_units(current.model, current.spec, keep)
+            label = (
+                f"pruning step {number}: {hidden_widths(current.spec)} → {hidden_widths(spec)}, fine-tuning"
+            )
+            model = self.fit(model, p.finetune_epochs, p.finetune_lr, label, self.alpha)
+            made = self.candidate(model, spec, describe(spec))
+            if not self.within(made):
+                self.record(f"prune {number}", made, "rolled back", self.over_budget(made))
+                break
+            removed = current.measurement.parameters - made.measurement.parameters
+            self.record(f"prune {number}", made, "kept", f"{removed:,} parameters removed")
+            current = made
+        return current
+
+    def _prune_unstructured(self, current: Candidate) -> Candidate:
+        amount = self.shrink.prune.unstructured
+        assert amount is not None
+        p = self.shrink.prune
+        model = copy.deepcopy(current.model)
+        masked = prune_unstructured(model, amount)
+        label = f"unstructured pruning to {amount:.0%} zeros, fine-tuning"
+        model = self.fit(model, p.finetune_epochs, p.finetune_lr, label, self.alpha)
+        make_permanent(masked)
+        made = self.candidate(model, current.spec, f"{describe(current.spec)} {sparsity(model):.0%} zeros")
+        if not self.within(made):
+            self.record("unstructured", made, "rolled back", self.over_budget(made))
+            return current
+        self.record(
+            "unstructured",
+            made,
+            "kept",
+            "storage only: the dense layers keep their size and speed; compressed "
+            f"{current.measurement.compressed_bytes / 1024:.1f} → "
+            f"{made.measurement.compressed_bytes / 1024:.1f} KB",
+        )
+        return made
+
+    def quantize(self, current: Candidate) -> Candidate:
+        """int8, kept when inside the budget and faster, or smaller without being slower."""
+        if is_int8(current.onnx):
+            self.record("int8", current, "not kept", "the graph is already int8")
+            return current
+        with self.steps.step("quantizing to int8 (ONNX Runtime, dynamic)"):
+            graph = quantize_int8(current.onnx, self.shrink.quantize.per_channel)
+            made = self.candidate(current.model, current.spec, current.description + " int8", graph)
+        before, after = current.measurement, made.measurement
+        faster = after.p50_batch1_us < before.p50_batch1_us
+        smaller = after.onnx_bytes < before.onnx_bytes
+        slowdown = after.p50_batch1_us / before.p50_batch1_us
+        target = self.shrink.target_latency_us
+        if not self.within(made):
+            self.record("int8", made, "rolled back", self.over_budget(made))
+        elif not (faster or smaller):
+            self.record("int8", made, "not kept", "neither smaller nor faster than fp32")
+        elif not faster and slowdown > INT8_MAX_SLOWDOWN:
+            self.record("int8", made, "not kept", f"smaller, but {slowdown:.2f}× slower at batch 1")
+        elif target is not None and after.p50_batch1_us > target >= before.p50_batch1_us:
+            self.record("int8", made, "not kept", "smaller, but slower than the latency target")
+        else:
+            ratio = before.onnx_bytes / after.onnx_bytes
+            gain = f"{ratio:.1f}× smaller, {1 / slowdown:.2f}× the speed at batch 1"
+            self.record("int8", made, "kept", gain)
+            return made
+        return current
+
+
+def export_graph(model: TabularModel, spec: dict[str, Any]) -> bytes:
+    """The fp32 ONNX graph of ``model``, as bytes."""
+    with tempfile.TemporaryDirectory(prefix="leanml-onnx-") as folder:
+        path = Path(folder) / MODEL_ONNX
+        export_onnx(model, spec, path)
+        return path.read_bytes()
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """A short name of a network: ``mlp [32, 16]``, ``resmlp 128 × 3 [256, 256, 256]``."""
+    if spec["arch"] == "resmlp":
+        hyper = spec["hyperparameters"]
+        return f"resmlp {hyper['width']} × {hyper['blocks']} {hidden_widths(spec)}"
+    if spec["arch"] == "mlp":
+        return f"mlp {hidden_widths(spec)}"
+    return spec["arch"]
+
+
+def bundled_config(bundle: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a bundle folder was made with (``config.json``), with ``KEY=VALUE`` overrides applied."""
+    path = Path(bundle) / CONFIG
+    if not path.is_file():
+        raise ShrinkError(f"bundle '{bundle}' holds no {CONFIG}: pass the config it was trained with")
+    return parse_config(apply_overrides(json.loads(path.read_text()), overrides or []))
+
+
+def shrink_options(
+    config: Config,
+    max_metric_drop: float | None = None,
+    target_latency_us: float | None = None,
+    target_size_kb: float | None = None,
+    methods: list[str] | None = None,
+) -> Config:
+    """``config`` with the given ``shrink`` settings replaced (validated; errors name ``shrink.KEY``)."""
+    updates = {
+        "max_metric_drop": max_metric_drop,
+        "target_latency_us": target_latency_us,
+        "target_size_kb": target_size_kb,
+        "methods": methods,
+    }
+    return with_section(config, "shrink", updates)
+
+
+def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:
+    """The JSON report: parent, budget, targets, every step, the final model and the test check."""
+    sc = config.shrink
+    return {
+        "parent": {
+            "name": result.parent.name,
+            "version": result.parent.version,
+            "path": str(result.parent.path),
+        },
+        "metric": result.metric,
+        "budget": {
+            "max_metric_drop": sc.max_metric_drop,
+            "reference": result.budget.reference,
+            "text": result.budget.describe(),
+        },
+        "targets": {"latency_us": sc.target_latency_us, "size_kb": sc.target_size_kb},
+        "methods": list(sc.methods),
+        "steps": [r.as_dict() for r in result.steps],
+        "final": result.final.as_dict(),
+        "test": result.test,
+        "written": result.reason is None,
+        "reason": result.reason,
+    }
+
+
+def _unmet(final: Candidate, parent: Candidate, run: _Run) -> str | None:
+    """Why the final model must not be written, or ``None``."""
+    sc = run.shrink
+    if final is parent:
+        tried = [r for r in run.records if r.decision != "parent"]
+        detail = "; ".join(f"{r.step}: {r.why}" for r in tried) or "no method ran"
+        return f"no step kept {run.budget.describe()} ({detail})"
+    m = final.measurement
+    missed = []
+    if sc.target_latency_us is not None and m.p50_batch1_us > sc.target_latency_us:
+        missed.append(f"batch-1 p50 latency {m.p50_batch1_us:.1f} µs > target {sc.target_latency_us:g} µs")
+    if sc.target_size_kb is not None and m.onnx_bytes / 1024 > sc.target_size_kb:
+        missed.append(f"model.onnx {m.onnx_bytes / 1024:.1f} KB > target {sc.target_size_kb:g} KB")
+    if missed:
+        return "the smallest model inside the budget misses its target(s): " + "; ".join(missed)
+    return None
+
+
+def _test_metrics(candidate: Candidate, data: ShrinkData) -> dict[str, float]:
+    if len(data.test.target) == 0:
+        return {}
+    return score_graph(
+        OnnxRuntime(candidate.onnx, threads=1), candidate.spec, data.test.features, data.test.target
+    )
+
+
+def _check_same_preprocessing(parent: Bundle, prepared: Path) -> None:
+    ours = json.loads((parent.path / PREPROCESS).read_text())
+    theirs = json.loads((prepared / PREPROCESS).read_text())
+    if ours != theirs:
+        raise StateError(
+            f"the prepared data in '{prepared}' was not made with the preprocessing of this bundle (the "
+            "data or the config changed since it was trained); train a new parent, or pass the config it "
+            "was trained with"
+        )
+
+
+def _reference_rows(parent: Bundle) -> pl.DataFrame:
+    reference = pl.read_parquet(parent.path / REFERENCE)
+    return reference.drop([c for c in reference.columns if c.startswith("__expected_")])
+
+
+def _store_of(ref: BundleRef, config: Config) -> ModelStore:
+    """The store the parent lives in (``STORE/NAME/vN``), else the config's store."""
+    if VERSION_RE.match(ref.path.name) and ref.path.parent.name == ref.name:
+        return ModelStore(ref.path.parent.parent)
+    return ModelStore(config.store)

@@ -1,0 +1,238 @@
+"""The shrink parts against direct computations: distillation loss, structured pruning, int8, budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leanml.bundle.runtime import OnnxRuntime
+from leanml.models import build_model, load_model, save_model
+from leanml.shrinking import Budget
+from leanml.shrinking.distill import distillation_loss, spec_parameters, student_spec
+from leanml.shrinking.prune import (
+    make_permanent,
+    mask_units,
+    prune_unstructured,
+    remove_units,
+    sparsity,
+    structured_blocker,
+    unit_groups,
+    units_to_keep,
+)
+from leanml.shrinking.quantize import is_int8, quantize_int8
+from leanml.shrinking.stage import export_graph
+
+T, ALPHA = 3.0, 0.6
+
+
+def spec(arch: str, task: str = "binary", n_inputs: int = 12, **hyper: Any) -> dict[str, Any]:
+    """A model spec for ``arch`` with ``hyper`` over sensible defaults."""
+    defaults: dict[str, Any] = {
+        "mlp": {"hidden": [24, 16], "activation": "relu", "dropout": 0.0, "norm": "none"},
+        "resmlp": {
+            "width": 16,
+            "inner": 32,
+            "blocks": 2,
+            "activation": "gelu",
+            "dropout": 0.0,
+            "norm": "layer",
+        },
+        "linear": {},
+    }[arch]
+    outputs = {"binary": 1, "multiclass": 4, "regression": 1}[task]
+    output = {"binary": "logit", "multiclass": "logits", "regression": "value"}[task]
+    return {
+        "format_version": 1,
+        "arch": arch,
+        "hyperparameters": {**defaults, **hyper},
+        "n_inputs": n_inputs,
+        "n_outputs": outputs,
+        "task": task,
+        "output": output,
+    }
+
+
+# ------------------------------------------------------------------------------------------- distillation
+def test_multiclass_distillation_loss_equals_the_direct_formula() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(32, 5), torch.randn(32, 5) * 3
+    target = torch.randint(0, 5, (32,))
+    p_teacher = torch.softmax(teacher / T, dim=1)
+    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / T, dim=1))).sum(dim=1).mean()
+    cross_entropy = -torch.log_softmax(student, dim=1)[torch.arange(32), target].mean()
+    expected = ALPHA * T * T * kl + (1 - ALPHA) * cross_entropy
+    got = distillation_loss("multiclass", student, teacher, target, T, ALPHA)
+    torch.testing.assert_close(got, expected)
+    # and PyTorch's own KL divergence agrees
+    torch_kl = F.kl_div(F.log_softmax(student / T, 1), p_teacher, reduction="batchmean")
+    torch.testing.assert_close(kl, torch_kl)
+
+
+def test_binary_distillation_loss_is_the_two_class_softmax_over_zero_and_the_logit() -> None:
+    torch.manual_seed(1)
+    student, teacher = torch.randn(64, 1) * 2, torch.randn(64, 1) * 4
+    target = torch.randint(0, 2, (64,)).float()
+    two = lambda z: torch.cat([torch.zeros_like(z), z], dim=1)  # noqa: E731
+    p_teacher = torch.softmax(two(teacher) / T, dim=1)
+    kl = F.kl_div(F.log_softmax(two(student) / T, dim=1), p_teacher, reduction="batchmean")
+    bce = F.cross_entropy(two(student), target.long())
+    expected = ALPHA * T * T * kl + (1 - ALPHA) * bce
+    torch.testing.assert_close(distillation_loss("binary", student, teacher, target, T, ALPHA), expected)
+
+
+def test_regression_distillation_is_mse_to_the_teacher_and_to_the_target() -> None:
+    torch.manual_seed(2)
+    student, teacher, target = torch.randn(16, 1), torch.randn(16, 1), torch.randn(16)
+    std = 2.5
+    expected = (
+        ALPHA * ((student[:, 0] - teacher[:, 0]) ** 2).mean()
+        + (1 - ALPHA) * ((student[:, 0] - target) ** 2).mean()
+    ) / std**2
+    got = distillation_loss("regression", student, teacher, target, T, ALPHA, target_std=std)
+    torch.testing.assert_close(got, expected)
+
+
+def test_distillation_with_alpha_zero_is_the_training_loss_and_a_perfect_student_has_no_soft_loss() -> None:
+    torch.manual_seed(3)
+    logits, target = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    hard = distillation_loss("multiclass", logits, torch.randn(8, 3), target, T, 0.0)
+    torch.testing.assert_close(hard, F.cross_entropy(logits, target))
+    soft = distillation_loss("multiclass", logits, logits.clone(), target, T, 1.0)
+    assert abs(float(soft)) < 1e-6
+    with pytest.raises(ValueError, match="task must be"):
+        distillation_loss("ranking", logits, logits, target, T, ALPHA)
+
+
+def test_student_spec_is_a_plain_mlp_for_the_teachers_inputs() -> None:
+    teacher = spec("resmlp", task="multiclass")
+    student = student_spec(teacher, (8, 4))
+    assert student["arch"] == "mlp" and student["n_inputs"] == 12 and student["n_outputs"] == 4
+    assert student["hyperparameters"] == {
+        "hidden": [8, 4],
+        "activation": "gelu",
+        "dropout": 0.0,
+        "norm": "none",
+    }
+    assert spec_parameters(student) == 12 * 8 + 8 + 8 * 4 + 4 + 4 * 4 + 4
+
+
+# ------------------------------------------------------------------------------------ structured pruning
+@pytest.mark.parametrize(
+    "model_spec",
+    [
+        spec("mlp"),
+        spec("mlp", task="multiclass", norm="batch", dropout=0.2, activation="tanh"),
+        spec("mlp", task="regression", hidden=[10]),
+        spec("resmlp"),
+        spec("resmlp", norm="batch", blocks=3, inner=[20, 12, 8]),
+    ],
+    ids=["mlp", "mlp-batchnorm-dropout", "mlp-regression", "resmlp-layernorm", "resmlp-batchnorm"],
+)
+def test_pruned_model_is_smaller_and_equals_the_masked_original(model_spec: dict[str, Any]) -> None:
+    torch.manual_seed(4)
+    model = build_model(model_spec)
+    if model_spec["task"] == "regression":
+        model.set_target_scaling(3.0, 2.0)
+    with torch.no_grad():  # make batch norm statistics non-trivial
+        model.train()
+        for _ in range(3):
+            model(torch.randn(64, 12) * 2 + 1)
+    model.eval()
+    keep = units_to_keep(model, model_spec, step=0.4, min_units=2)
+    pruned, pruned_spec = remove_units(model, model_spec, keep)
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < before
+    widths = [len(k) for k in keep]
+    assert widths == [g.width for g in unit_groups(pruned, pruned_spec)]
+    assert all(w < g.width for w, g in zip(widths, unit_groups(model, model_spec), strict=True))
+    features = torch.randn(50, 12)
+    with torch.no_grad():
+        expected = mask_units(model, model_spec, keep)(features)
+        torch.testing.assert_close(pruned(features), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(model(features), expected)  # the masked units did contribute
+
+
+def test_units_with_the_smallest_weights_go_first_and_min_units_holds() -> None:
+    model_spec = spec("mlp", hidden=[6])
+    model = build_model(model_spec)
+    with torch.no_grad():
+        model.net.layers[3].weight[:, [1, 4]] *= 1e-3  # units 1 and 4 barely reach the output
+    keep = units_to_keep(model, model_spec, step=0.34, min_units=2)
+    assert keep[0].tolist() == [0, 2, 3, 5]
+    assert [len(k) for k in units_to_keep(model, model_spec, step=0.99, min_units=2)] == [2]
+
+
+def test_pruned_model_saves_loads_and_exports(tmp_path: Any) -> None:
+    model_spec = spec("resmlp", norm="none")
+    model = build_model(model_spec).eval()
+    pruned, pruned_spec = remove_units(model, model_spec, units_to_keep(model, model_spec, 0.5, 2))
+    assert pruned_spec["hyperparameters"]["inner"] == [16, 16]
+    save_model(pruned, pruned_spec, tmp_path)
+    loaded, loaded_spec = load_model(tmp_path)
+    features = np.random.default_rng(0).normal(size=(9, 12)).astype(np.float32)
+    with torch.no_grad():
+        expected = pruned(torch.from_numpy(features)).numpy()
+    assert loaded_spec == pruned_spec
+    np.testing.assert_allclose(loaded(torch.from_numpy(features)).detach().numpy(), expected, rtol=1e-6)
+    got = OnnxRuntime(export_graph(pruned, pruned_spec), threads=1).outputs(features)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_models_structured_pruning_cannot_shrink_say_why() -> None:
+    assert "linear" in (structured_blocker(spec("linear")) or "")
+    assert "layer norm" in (structured_blocker(spec("mlp", norm="layer")) or "")
+    assert structured_blocker(spec("resmlp", norm="layer")) is None  # its norms are over the residual width
+    assert structured_blocker(spec("mlp", norm="batch")) is None
+
+
+def test_unstructured_pruning_zeroes_the_share_asked_and_leaves_shapes() -> None:
+    model = build_model(spec("mlp", hidden=[64, 32]))
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    masked = prune_unstructured(model, 0.7)
+    make_permanent(masked)
+    assert sparsity(model) == pytest.approx(0.7, abs=0.01)
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes  # same tensors: storage only
+
+
+# ------------------------------------------------------------------------------------------------- int8
+def test_int8_outputs_stay_close_to_fp32_and_the_graph_is_smaller() -> None:
+    torch.manual_seed(5)
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(2048, 40)).astype(np.float32)
+    labels = torch.from_numpy((features @ rng.normal(size=(40, 4))).argmax(1))
+    model_spec = spec("mlp", task="multiclass", n_inputs=40, hidden=[128, 64])
+    model = build_model(model_spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):  # a trained network, as int8 meets it in practice
+        optimizer.zero_grad()
+        F.cross_entropy(model(torch.from_numpy(features)), labels).backward()
+        optimizer.step()
+    model.eval()
+    fp32 = export_graph(model, model_spec)
+    int8 = quantize_int8(fp32)
+    assert is_int8(int8) and not is_int8(fp32)
+    assert len(int8) < len(fp32) / 2.5
+    exact, approx = (
+        torch.softmax(torch.from_numpy(OnnxRuntime(graph, threads=1).outputs(features[:512])), 1).numpy()
+        for graph in (fp32, int8)
+    )
+    gap = np.abs(approx - exact)
+    assert gap.mean() < 0.01 and gap.max() < 0.1, (gap.mean(), gap.max())
+    assert (exact.argmax(1) == approx.argmax(1)).mean() > 0.97
+
+
+# ------------------------------------------------------------------------------------------------ budget
+def test_budget_is_points_for_scores_and_a_share_for_errors() -> None:
+    auc = Budget("roc_auc", 0.90, 0.01)
+    assert auc.drop(0.895) == pytest.approx(0.005)
+    assert auc.allows(0.89) and not auc.allows(0.8899)
+    assert auc.allows(0.95)
+    rmse = Budget("rmse", 50.0, 0.02)
+    assert rmse.drop(51.0) == pytest.approx(0.02)
+    assert rmse.allows(51.0) and not rmse.allows(51.01)
+    assert "2.0% of the parent's" in rmse.describe() and "0.01" in auc.describe()
