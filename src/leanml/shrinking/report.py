@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from leanml.shrinking.stage import StepRecord
 
 COLOURS = {"parent": "#4c72b0", "kept": "#55a868", "rolled back": "#c44e52", "not kept": "#8c8c8c"}
+WIDE_TABLE = 150
+NARROW_COLUMNS = ("step", "model", "onnx_kb", "p50_batch1_us", "p50_batch1024_us", "metric", "decision")
 COLUMNS = (
     ("step", "step"),
     ("model", "model"),
@@ -81,17 +83,18 @@ def table_row(record: StepRecord, metric: str) -> dict[str, Any]:
 def render_steps(
     rows: Sequence[dict[str, Any]], metric: str, summary: dict[str, Any], console: Console
 ) -> None:
-    """The step table, then the outcome."""
+    """The step table (fewer columns on a narrow terminal; the files have them all), then the outcome."""
+    keys = [key for key, _ in COLUMNS if key != "why"]
+    if console.width < WIDE_TABLE:
+        keys = [k for k in keys if k in NARROW_COLUMNS]
+    headings = dict(COLUMNS)
     table = Table(title=f"shrink: {summary['budget']['text']}", title_justify="left")
-    for key, heading in COLUMNS:
-        if key != "why":
-            table.add_column(
-                heading.replace("METRIC", metric),
-                justify="left" if key in ("step", "model", "decision") else "right",
-            )
+    for key in keys:
+        justify = "left" if key in ("step", "model", "decision") else "right"
+        table.add_column(headings[key].replace("METRIC", metric), justify=justify)
     for row in rows:
         colour = {"kept": "green", "parent": "cyan", "rolled back": "red"}.get(row["decision"], "dim")
-        table.add_row(*[_cell(key, row[key], colour) for key, _ in COLUMNS if key != "why"])
+        table.add_row(*[_cell(key, row[key], colour) for key in keys])
     console.print(table)
     final, parent = summary["final"], summary["steps"][0]
     if not summary["written"]:
@@ -104,6 +107,12 @@ def render_steps(
         f"[green]✓[/green] {escape(final['model'])}: {smaller:.1f}× smaller, {faster:.1f}× faster at "
         f"batch 1; test {metric} {test['final']:.4f} (parent {test['parent']:.4f})"
     )
+    drop = summary["test_drop"]
+    if drop is not None and drop > summary["budget"]["max_metric_drop"]:
+        console.print(
+            f"[yellow]note:[/yellow] on the test split the drop is {drop:.4f}, beyond the budget the "
+            "validation split decided on; a larger validation split makes the decisions firmer"
+        )
 
 
 def plot_steps(records: Sequence[StepRecord], metric: str, path: Path) -> Path:

@@ -518,9 +518,18 @@ def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:
         "steps": [r.as_dict() for r in result.steps],
         "final": result.final.as_dict(),
         "test": result.test,
+        "test_drop": _test_drop(result),
         "written": result.reason is None,
         "reason": result.reason,
     }
+
+
+def _test_drop(result: ShrinkResult) -> float | None:
+    """The final model's drop against the parent on the test split, in the budget's terms."""
+    parent, final = (result.test[k].get(result.metric) for k in ("parent", "final"))
+    if parent is None or final is None:
+        return None
+    return Budget(result.metric, parent, result.budget.max_drop).drop(final)
 
 
 def _unmet(final: Candidate, parent: Candidate, run: _Run) -> str | None:
