@@ -107,28 +107,13 @@ def fit(
     if epochs == 0:
         return model
     small = sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMETERS
-    with _torch_threads(1 if small else torch.get_num_threads()):
-        return _fit(model, data, metric, epochs, lr, temperature, alpha, seed, console, label)
-
-
-def _fit(
-    model: TabularModel,
-    data: ShrinkData,
-    metric: str,
-    epochs: int,
-    lr: float,
-    temperature: float,
-    alpha: float,
-    seed: int,
-    console: Console | None,
-    label: str,
-) -> TabularModel:
+    threads = _torch_threads(1 if small else torch.get_num_threads())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     total_steps = max(epochs * data.batches_per_epoch(), 1)
     higher = HIGHER_IS_BETTER[metric]
     best_score, best_state = -math.inf, None
     step = 0
-    with _FitProgress(console, label, total_steps) as (progress, task_id):
+    with threads, _FitProgress(console, label, total_steps) as (progress, task_id):
         for epoch in range(epochs):
             generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             torch.default_generator.manual_seed(epoch_seed(seed, epoch))
