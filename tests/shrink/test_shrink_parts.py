@@ -236,3 +236,5 @@ def test_budget_is_points_for_scores_and_a_share_for_errors() -> None:
     assert rmse.drop(51.0) == pytest.approx(0.02)
     assert rmse.allows(51.0) and not rmse.allows(51.01)
     assert "2.0% of the parent's" in rmse.describe() and "0.01" in auc.describe()
+    assert auc.limit() == pytest.approx(0.89) and rmse.limit() == pytest.approx(51.0)
+    assert auc.allows(auc.limit()) and rmse.allows(rmse.limit())

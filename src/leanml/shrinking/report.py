@@ -53,7 +53,7 @@ def write_reports(
     rows = [table_row(r, metric) for r in records]
     write_json(folder / "shrink.json", summary)
     written = [folder / "shrink.json", _write_csv(rows, metric, folder / "steps.csv")]
-    image = plot_steps(records, metric, folder / "plots" / "shrink.png")
+    image = plot_steps(records, metric, summary["budget"]["limit"], folder / "plots" / "shrink.png")
     written += [image, _write_html(folder / "report.html", summary, rows, metric, image)]
     if console is not None:
         render_steps(rows, metric, summary, console)
@@ -115,14 +115,19 @@ def render_steps(
         )
 
 
-def plot_steps(records: Sequence[StepRecord], metric: str, path: Path) -> Path:
-    """Four panels over the steps: size on disk, p50 at batch 1 and 1024, and the validation metric."""
+def plot_steps(records: Sequence[StepRecord], metric: str, limit: float, path: Path) -> Path:
+    """Four panels over the steps: size on disk, p50 at batch 1 and 1024, and the validation metric with
+    the budget's limit as a dashed line."""
     labels = [f"{r.step}\n{r.model}" for r in records]
     colours = [COLOURS.get(r.decision, "#8c8c8c") for r in records]
     panels = (
         ("model.onnx (KB, log scale)", [r.measurement.onnx_bytes / 1024 for r in records], True),
         ("p50 latency at batch 1 (µs)", [r.measurement.p50_batch1_us for r in records], False),
-        ("p50 latency at batch 1024 (µs)", [r.measurement.p50_batch1024_us for r in records], False),
+        (
+            "p50 latency at batch 1024 (µs, log scale)",
+            [r.measurement.p50_batch1024_us for r in records],
+            True,
+        ),
         (f"validation {metric}", [r.measurement.metrics[metric] for r in records], False),
     )
     fig = Figure(figsize=(max(8.0, 1.1 * len(records) + 3), 8.5))
@@ -134,12 +139,13 @@ def plot_steps(records: Sequence[StepRecord], metric: str, path: Path) -> Path:
         if log:
             ax.set_yscale("log")
         elif title.startswith("validation"):  # zoom in: the differences are a fraction of a point
-            low, high = min(values), max(values)
-            margin = max((high - low) * 0.5, 1e-3)
+            ax.axhline(limit, color="black", linestyle="--", linewidth=1, label="budget limit")
+            ax.legend(loc="lower left", fontsize=8)
+            low, high = min(*values, limit), max(*values, limit)
+            margin = max((high - low) * 0.3, 1e-3)
             ax.set_ylim(low - margin, high + margin)
     handles = [Patch(color=colour, label=decision) for decision, colour in COLOURS.items()]
-    fig.legend(handles=handles, loc="upper center", ncol=len(COLOURS))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    axes.flat[0].legend(handles=handles, loc="upper right", fontsize=8)
     return save_figure(fig, path)
 
 

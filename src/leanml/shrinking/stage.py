@@ -118,6 +118,16 @@ class Budget:
         """Whether ``value`` is inside the budget."""
         return self.drop(value) <= self.max_drop + 1e-12
 
+    def limit(self) -> float:
+        """The worst metric value inside the budget."""
+        if self.metric in ERROR_METRICS:
+            return self.reference + self.max_drop * abs(self.reference) if self.reference else self.max_drop
+        return (
+            self.reference - self.max_drop
+            if HIGHER_IS_BETTER[self.metric]
+            else self.reference + self.max_drop
+        )
+
     def describe(self) -> str:
         """The budget in words."""
         unit = (
@@ -509,6 +519,7 @@ def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:
         },
         "metric": result.metric,
         "budget": {
+            "limit": result.budget.limit(),
             "max_metric_drop": sc.max_metric_drop,
             "reference": result.budget.reference,
             "text": result.budget.describe(),
