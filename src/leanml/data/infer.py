@@ -89,6 +89,7 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
     lines += [
         "model: {arch: mlp, hidden: [128, 64], dropout: 0.1}   # arch: linear | mlp | resmlp",
         "train: {optimizer: adamw, lr: 1.0e-3, batch_size: 512, epochs: 20, early_stopping: {patience: 3}}",
+        "shrink: {methods: [distill, prune, quantize], max_metric_drop: 0.01}   # leanml shrink MODEL",
         "serve: {host: 127.0.0.1, port: 8000, max_batch_size: 64, max_wait_ms: 2}",
         "workdir: runs",
         "store: models",
