@@ -206,3 +206,14 @@ def test_multiclass_and_regression_models_shrink(
     shrunk = load_bundle(result.bundle.path)
     predictions = shrunk.predict(frame.drop(target).head(5))
     assert predictions.height == 5 and predictions["prediction"].null_count() == 0
+
+
+def test_training_rows_larger_than_the_memory_budget_are_streamed(store_copy: tuple[Path, Config]) -> None:
+    store, config = store_copy
+    raw = config.model_dump(mode="json")
+    raw["train"] = {**raw["train"], "memory_budget_mb": 0.05}  # the 8,000 training rows take ~3 MB
+    raw["shrink"] = {**raw["shrink"], "methods": ["distill"], "distill": {"student": [8], "epochs": 1}}
+    streamed = parse_config(raw)
+    result = run_shrink(store / "flights", streamed)
+    distilled = next(s for s in result.steps if s.step == "distill")
+    assert distilled.model == "mlp [8]" and distilled.measurement.metrics["roc_auc"] > 0.6
