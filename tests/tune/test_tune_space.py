@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -142,3 +144,26 @@ def test_an_empty_space_searches_the_learning_rate_optimizer_and_size(
     assert space.specs["train.lr"].kind == "log_uniform"
     grid = search_space(tune_config({}, tune={"sampler": "grid"}).tune)
     assert len(grid.grid_points()) == 4 * 4 * 3
+
+
+def test_spread_points_cover_every_slice_of_each_range_and_every_choice() -> None:
+    space = SearchSpace(
+        {
+            "train.lr": SearchSpec.model_validate({"log_uniform": [1e-4, 1e-1]}),
+            "model.dropout": SearchSpec.model_validate({"uniform": [0.0, 0.4], "step": 0.1}),
+            "model.blocks": SearchSpec.model_validate({"int": [1, 6]}),
+            "train.optimizer": SearchSpec.model_validate(["sgd", "momentum", "adam", "adamw"]),
+            "model.hidden": SearchSpec.model_validate([[32], [64, 32], [128, 64]]),
+        }
+    )
+    points = space.spread_points(6, seed=3)
+    assert len(points) == 6 and space.spread_points(6, seed=3) == points  # seeded
+    # One learning rate in each sixth of [1e-4, 1e-1] in log space (half a decade each).
+    assert sorted(int(2 * (math.log10(p["train.lr"]) + 4)) for p in points) == [0, 1, 2, 3, 4, 5]
+    assert sorted(p["model.blocks"] for p in points) == [1, 2, 3, 4, 5, 6]
+    assert all(p["model.dropout"] * 10 == pytest.approx(round(p["model.dropout"] * 10)) for p in points)
+    assert all(0 <= p["model.dropout"] <= 0.4 for p in points)
+    # Every choice before any repeats; the stored form (text for lists), as a queued trial needs.
+    assert sorted(Counter(p["train.optimizer"] for p in points).values()) == [1, 1, 2, 2]
+    assert sorted(Counter(p["model.hidden"] for p in points).values()) == [2, 2, 2]
+    assert {p["model.hidden"] for p in points} == {"[32]", "[64, 32]", "[128, 64]"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,22 @@ def test_errors_name_the_problem(tune_config: Callable[..., Config]) -> None:
         run_tune(hopeless, bundle=False)
     with pytest.raises(TuneError, match=r"a study already exists .* pass --resume"):
         run_tune(hopeless, bundle=False)
+
+
+def test_tpe_starts_from_points_spread_over_the_space(tune_config: Callable[..., Config]) -> None:
+    space = {"train.lr": {"log_uniform": [1e-3, 1e-1]}, "model.hidden": [[4], [8], [16]]}
+    config = tune_config(space, tune={"sampler": "tpe", "trials": 5, "seed": 2})
+    result = run_tune(config, bundle=False)
+    assert [r.number for r in result.trials] == [0, 1, 2, 3, 4]
+    # Three startup trials (a quarter of the trials, at least 3): one per third of the learning rates'
+    # range and one per hidden size, then two trials TPE chose.
+    search = SearchSpace(config.tune.space)
+    startup = [search.decode(p) for p in search.spread_points(3, seed=2)]
+    assert [r.values for r in result.trials[:3]] == startup
+    assert sorted(str(r.values["model.hidden"]) for r in result.trials[:3]) == ["[16]", "[4]", "[8]"]
+    assert sorted(int(math.log10(r.values["train.lr"]) * 1.5 + 4.5) for r in result.trials[:3]) == [0, 1, 2]
+    assert all(r.state == "complete" for r in result.trials)
+    # A budget below the startup trials queues no more than it runs.
+    short = tune_config(space, tune={"sampler": "tpe", "trials": 2})
+    short = short.model_copy(update={"workdir": str(Path(config.workdir).parent / "short")})
+    assert len(run_tune(short, bundle=False).trials) == 2

@@ -100,13 +100,20 @@ def make_sampler(tune: TuneConfig, space: SearchSpace, seed: int) -> optuna.samp
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # TPE models the space after a quarter of the trials (3 to 10; Optuna's default is 10) drawn at
-    # random, so a small budget still has most of its trials guided. constant_liar: parallel trials see
-    # the running ones as bad guesses, so they spread out.
-    startup = min(10, max(3, target_trials(tune, space) // 4))
+    # TPE models the space once its startup trials (queued by run_study, spread over the space) are
+    # done. constant_liar: parallel trials see the running ones as bad guesses, so they spread out.
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=tune.jobs > 1
+        seed=seed,
+        n_startup_trials=startup_trials(tune, space),
+        multivariate=True,
+        constant_liar=tune.jobs > 1,
     )
+
+
+def startup_trials(tune: TuneConfig, space: SearchSpace) -> int:
+    """How many trials TPE runs before it models the space: a quarter of the trials, 3 to 10 (Optuna's
+    default is 10), so that a small budget still has most of its trials guided."""
+    return min(10, max(3, target_trials(tune, space) // 4))
 
 
 def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
@@ -146,6 +153,8 @@ def run_study(
         study, resumed = _open_study(config, files, metric, direction, resume)
         recovered = _recover_interrupted(study)
         remaining = _queue_remaining(study, tune, space)
+        if tune.sampler == "tpe" and not study.trials:
+            _queue_startup(study, tune, space)
         finished_before = _finished(study)
         # Reseeded by the trials already run, so a resumed random search does not replay its first draws.
         study.sampler = _sampler_for(study, tune, space, seed=tune.seed + finished_before)
@@ -284,6 +293,15 @@ def _queue_remaining(study: optuna.Study, tune: TuneConfig, space: SearchSpace) 
     for frozen in interrupted[:room]:
         study.enqueue_trial(frozen.params, user_attrs={"queued": frozen.params, "retry_of": frozen.number})
     return remaining
+
+
+def _queue_startup(study: optuna.Study, tune: TuneConfig, space: SearchSpace) -> None:
+    """Queue TPE's startup trials of a new study: points spread over the space (a Latin hypercube)
+    rather than random draws, so that every choice and every part of every range is tried before TPE
+    models the space (on the flights benchmark: the grid's best reached in more seeds)."""
+    count = min(startup_trials(tune, space), target_trials(tune, space))
+    for params in space.spread_points(count, seed=tune.seed):
+        study.enqueue_trial(params, user_attrs={"queued": params})
 
 
 def _sampler_for(
