@@ -362,7 +362,8 @@ class DistillConfig(StrictModel):
     """Hidden widths of the student; ``null``: the smallest of a ladder of sizes that keeps the budget."""
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.7, ge=0.0, le=1.0)
-    epochs: int = Field(8, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    """Epochs per student; ``null``: enough for 4,000 optimizer steps, at least 8 and at most 500."""
     lr: float = Field(3.0e-3, gt=0.0)
     batch_size: int = Field(512, ge=2)
     max_students: int = Field(4, ge=1)
@@ -384,7 +385,8 @@ class PruneConfig(StrictModel):
     max_steps: int = Field(6, ge=1)
     min_units: int = Field(2, ge=1)
     """No hidden layer is pruned below this many units."""
-    finetune_epochs: int = Field(2, ge=0)
+    finetune_epochs: int | None = Field(None, ge=0)
+    """Epochs of fine-tuning after each step; ``null``: enough for 1,000 optimizer steps, 2 to 100."""
     finetune_lr: float = Field(1.0e-3, gt=0.0)
     unstructured: float | None = Field(None, gt=0.0, lt=1.0)
 

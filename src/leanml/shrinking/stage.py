@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ from leanml.training import HIGHER_IS_BETTER, MAIN_METRIC, task_metrics
 SHRINK_JSON = "shrink.json"
 ERROR_METRICS = ("rmse", "mae", "log_loss")
 """Metrics whose budget is relative to the parent's value (the others are scores in [0, 1])."""
+STUDENT_STEPS = (4000, 8, 500)
+"""Default student training: optimizer steps, and the fewest and most epochs."""
+FINETUNE_STEPS = (1000, 2, 100)
+"""Default fine-tuning after a pruning step: optimizer steps, and the fewest and most epochs."""
 INT8_MAX_SLOWDOWN = 1.10
 """An int8 graph that is only smaller is kept when batch-1 latency stays within this factor."""
 
@@ -310,6 +315,13 @@ class _Run:
             return f"{self.metric} {drop:.2%} worse than the parent's; the budget allows {limit:.2%}"
         return f"{self.metric} fell {drop:.4f}; the budget allows {limit:g}"
 
+    def epochs(self, setting: int | None, steps: int, least: int, most: int) -> int:
+        """``setting``, or when it is ``None`` the epochs that make ``steps`` optimizer steps, clamped: a
+        small table needs many epochs to train a student at all, a large one few."""
+        if setting is not None:
+            return setting
+        return min(max(math.ceil(steps / max(self.data.batches_per_epoch(), 1)), least), most)
+
     def fit(self, model: TabularModel, epochs: int, lr: float, label: str, alpha: float) -> TabularModel:
         """Train ``model`` against the teacher and the labels (see :func:`leanml.shrinking.finetune.fit`)."""
         temperature = self.shrink.distill.temperature
@@ -358,7 +370,7 @@ class _Run:
                     float(current.model.target_shift[0]), float(current.model.target_scale[0])
                 )
             label = f"distilling into mlp {list(ladder[middle])}"
-            student = self.fit(student, d.epochs, d.lr, label, d.alpha)
+            student = self.fit(student, self.epochs(d.epochs, *STUDENT_STEPS), d.lr, label, d.alpha)
             made = self.candidate(student, spec, describe(spec))
             trained.append(made)
             tried += 1
@@ -403,7 +415,9 @@ class _Run:
             label = (
                 f"pruning step {number}: {hidden_widths(current.spec)} → {hidden_widths(spec)}, fine-tuning"
             )
-            model = self.fit(model, p.finetune_epochs, p.finetune_lr, label, self.alpha)
+            model = self.fit(
+                model, self.epochs(p.finetune_epochs, *FINETUNE_STEPS), p.finetune_lr, label, self.alpha
+            )
             made = self.candidate(model, spec, describe(spec))
             if not self.within(made):
                 self.record(f"prune {number}", made, "rolled back", self.over_budget(made))
@@ -420,7 +434,9 @@ class _Run:
         model = copy.deepcopy(current.model)
         masked = prune_unstructured(model, amount)
         label = f"unstructured pruning to {amount:.0%} zeros, fine-tuning"
-        model = self.fit(model, p.finetune_epochs, p.finetune_lr, label, self.alpha)
+        model = self.fit(
+            model, self.epochs(p.finetune_epochs, *FINETUNE_STEPS), p.finetune_lr, label, self.alpha
+        )
         make_permanent(masked)
         made = self.candidate(model, current.spec, f"{describe(current.spec)} {sparsity(model):.0%} zeros")
         if not self.within(made):
