@@ -298,7 +298,7 @@ def _queue_remaining(study: optuna.Study, tune: TuneConfig, space: SearchSpace) 
 def _queue_startup(study: optuna.Study, tune: TuneConfig, space: SearchSpace) -> None:
     """Queue TPE's startup trials of a new study: points spread over the space (a Latin hypercube)
     rather than random draws, so that every choice and every part of every range is tried before TPE
-    models the space (on the flights benchmark: the grid's best reached in more seeds)."""
+    models the space."""
     count = min(startup_trials(tune, space), target_trials(tune, space))
     for params in space.spread_points(count, seed=tune.seed):
         study.enqueue_trial(params, user_attrs={"queued": params})
