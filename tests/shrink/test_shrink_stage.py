@@ -217,3 +217,21 @@ def test_training_rows_larger_than_the_memory_budget_are_streamed(store_copy: tu
     result = run_shrink(store / "flights", streamed)
     distilled = next(s for s in result.steps if s.step == "distill")
     assert distilled.model == "mlp [8]" and distilled.measurement.metrics["roc_auc"] > 0.6
+
+
+def test_tune_does_not_take_a_shrunk_version_for_the_trained_config(
+    teacher_store: dict[str, Any], tmp_path: Path
+) -> None:
+    from leanml.tuning.stage import bundled_from
+
+    raw = teacher_store["config"].model_dump(mode="json")
+    raw.update(store=str(tmp_path / "models"), workdir=str(tmp_path / "runs"))
+    raw["model"] = {"arch": "mlp", "hidden": [16], "dropout": 0.0}
+    raw["train"] = {**raw["train"], "epochs": 1}
+    config = parse_config(raw)
+    leanml.train(config)
+    found = bundled_from(config)
+    assert found is not None and found[0].version == "v1"
+    quick = shrink_options(config, methods=["prune"], max_metric_drop=0.05)
+    assert run_shrink(tmp_path / "models" / "flights", quick).bundle is not None
+    assert bundled_from(config) is None  # latest is now the shrunk v2: tune must train the config itself

@@ -103,6 +103,18 @@ def latency(session: OnnxRuntime, batch: np.ndarray, runs: int) -> tuple[float, 
     return p50, p99
 
 
+def side_by_side(graphs: list[bytes], features: np.ndarray, runs: int) -> list[float]:
+    """p50 latency at batch 1 of each graph (µs), timed in interleaved rounds so that load from other
+    processes falls on every graph alike: the fair way to decide which of two graphs is faster."""
+    sessions = [OnnxRuntime(graph, threads=1) for graph in graphs]
+    batch = _rows(features, 1)
+    rounds: list[list[float]] = [[] for _ in graphs]
+    for _ in range(ROUNDS):
+        for timings, session in zip(rounds, sessions, strict=True):
+            timings.append(latency(session, batch, max(runs // ROUNDS, 10))[0])
+    return [float(np.median(timings)) for timings in rounds]
+
+
 def _rows(features: np.ndarray, count: int) -> np.ndarray:
     """``count`` rows of ``features`` (repeated when there are fewer), float32 and contiguous."""
     if len(features) == 0:

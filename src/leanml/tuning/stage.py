@@ -161,8 +161,9 @@ def run_tune(
 
 
 def bundled_from(config: Config) -> tuple[BundleRef, dict[str, float]] | None:
-    """The store's latest bundle of ``config.name`` and its validation metrics, when it was trained from
-    ``config`` (``tune`` settings aside); else ``None``."""
+    """The store's latest bundle of ``config.name`` and its validation metrics, when the train stage made
+    it from ``config`` (``tune`` and ``shrink`` settings aside); else ``None`` (a shrunk version is not the
+    trained config, even though it carries the same config)."""
     store = ModelStore(config.store)
     if not store.versions(config.name):
         return None
@@ -172,8 +173,13 @@ def bundled_from(config: Config) -> tuple[BundleRef, dict[str, float]] | None:
         bundled = json.loads((ref.path / BUNDLED_CONFIG).read_text())
     except (BundleError, OSError, ValueError):
         return None
+    if manifest.get("lineage", {}).get("stage") != "train":
+        return None
     ours = config.model_dump(mode="json")
-    if {k: v for k, v in bundled.items() if k != "tune"} != {k: v for k, v in ours.items() if k != "tune"}:
+    ignored = ("tune", "shrink")
+    if {k: v for k, v in bundled.items() if k not in ignored} != {
+        k: v for k, v in ours.items() if k not in ignored
+    }:
         return None
     return ref, dict(manifest.get("metrics", {}).get("validation", {}))
 
