@@ -413,6 +413,9 @@ class ShrinkConfig(StrictModel):
     metric: Literal[TUNE_METRICS] | None = None  # type: ignore[valid-type]
     """Default: the task's main metric (roc_auc, accuracy or rmse)."""
     max_metric_drop: float = Field(0.01, ge=0.0)
+    margin_se: float = Field(1.0, ge=0.0)
+    """A step is kept when its drop plus this many standard errors of the drop (a paired bootstrap over
+    the validation rows) is inside the budget; ``0`` judges the observed drop alone."""
     target_latency_us: float | None = Field(None, gt=0.0)
     target_size_kb: float | None = Field(None, gt=0.0)
     distill: DistillConfig = Field(default_factory=DistillConfig)

@@ -13,6 +13,7 @@ from leanml.bundle.runtime import OnnxRuntime
 from leanml.models import build_model, load_model, save_model
 from leanml.shrinking import Budget
 from leanml.shrinking.distill import distillation_loss, spec_parameters, student_spec
+from leanml.shrinking.measure import bootstrap_drops
 from leanml.shrinking.prune import (
     make_permanent,
     mask_units,
@@ -25,6 +26,7 @@ from leanml.shrinking.prune import (
 )
 from leanml.shrinking.quantize import is_int8, quantize_int8
 from leanml.shrinking.stage import export_graph
+from leanml.training.metrics import evaluate, metric_value
 
 T, ALPHA = 3.0, 0.6
 
@@ -238,3 +240,44 @@ def test_budget_is_points_for_scores_and_a_share_for_errors() -> None:
     assert "2.0% of the parent's" in rmse.describe() and "0.01" in auc.describe()
     assert auc.limit() == pytest.approx(0.89) and rmse.limit() == pytest.approx(51.0)
     assert auc.allows(auc.limit()) and rmse.allows(rmse.limit())
+
+
+def test_a_margin_of_standard_errors_narrows_the_budget() -> None:
+    strict = Budget("accuracy", 0.95, 0.01, margin_se=1.0)
+    assert strict.allows(0.945) and not strict.allows(0.945, drop_se=0.006)
+    assert strict.allows(0.945, drop_se=0.005)
+    assert "plus 1 standard error" in strict.describe()
+
+
+def test_paired_bootstrap_of_the_drop_matches_the_analytic_standard_error() -> None:
+    rng = np.random.default_rng(0)
+    n = 4000
+    target = rng.integers(0, 2, n)
+    parent = np.where(rng.random(n) < 0.9, target, 1 - target).astype(float)  # 90 % right
+    candidate = parent.copy()
+    flipped = rng.random(n) < 0.05  # the candidate disagrees with the parent on 5 % of the rows
+    candidate[flipped] = 1 - candidate[flipped]
+    budget = Budget("accuracy", 0.0, 0.01)
+    drops = bootstrap_drops("binary", "accuracy", target, parent, candidate, budget.drop_from, resamples=400)
+    per_row = (parent == target).astype(float) - (candidate == target).astype(float)
+    analytic = per_row.std(ddof=1) / np.sqrt(n)
+    assert np.std(drops, ddof=1) == pytest.approx(analytic, rel=0.15)
+    assert np.mean(drops) == pytest.approx(per_row.mean(), abs=3 * analytic)
+    same = bootstrap_drops("binary", "accuracy", target, parent, parent.copy(), budget.drop_from)
+    assert np.all(same == 0.0)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_metric_value_equals_evaluate(task: str) -> None:
+    rng = np.random.default_rng(1)
+    if task == "regression":
+        target, output = rng.normal(size=300), rng.normal(size=300)
+    elif task == "binary":
+        target, output = rng.integers(0, 2, 300), rng.random(300)
+    else:
+        target, output = rng.integers(0, 3, 300), rng.dirichlet(np.ones(3), 300)
+    every = evaluate(task, target, output)
+    for name, value in every.items():
+        assert metric_value(task, name, target, output) == pytest.approx(value)
+    with pytest.raises(ValueError, match="not a metric"):
+        metric_value(task, "bleu", target, output)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from leanml.bundle.runtime import OnnxRuntime, scores
-from leanml.training.metrics import evaluate
+from leanml.training.metrics import evaluate, metric_value
 
 SCORE_BATCH_ROWS = 8192
 LARGE_BATCH = 1024
@@ -52,13 +53,15 @@ def measure(
     features: np.ndarray,
     target: np.ndarray,
     runs: int,
-) -> Measurement:
-    """Measure a graph on the validation ``features`` and ``target`` (see the module docstring)."""
+) -> tuple[Measurement, np.ndarray]:
+    """Measure a graph on the validation ``features`` and ``target`` (see the module docstring); also
+    return its predictions on them."""
     session = OnnxRuntime(onnx_model, threads=1)
-    metrics = score_graph(session, spec, features, target)
+    predictions = predict_graph(session, spec, features)
+    metrics = evaluate(spec["task"], target, predictions) if len(predictions) else {}
     p50_1, p99_1 = latency(session, _rows(features, 1), runs)
     p50_k, p99_k = latency(session, _rows(features, LARGE_BATCH), max(10, runs // 50))
-    return Measurement(
+    figures = Measurement(
         parameters=parameters,
         onnx_bytes=len(onnx_model),
         compressed_bytes=len(zlib.compress(onnx_model, 6)),
@@ -68,19 +71,48 @@ def measure(
         p99_batch1024_us=p99_k,
         metrics=metrics,
     )
+    return figures, predictions
+
+
+def predict_graph(session: OnnxRuntime, spec: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """The graph's predictions (probabilities or values) for ``features``, in chunks."""
+    parts = [
+        scores(session.outputs(features[start : start + SCORE_BATCH_ROWS]), spec)
+        for start in range(0, len(features), SCORE_BATCH_ROWS)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def score_graph(
     session: OnnxRuntime, spec: dict[str, Any], features: np.ndarray, target: np.ndarray
 ) -> dict[str, float]:
     """Every metric of the task, from the graph's predictions on ``features``."""
-    parts = [
-        scores(session.outputs(features[start : start + SCORE_BATCH_ROWS]), spec)
-        for start in range(0, len(features), SCORE_BATCH_ROWS)
-    ]
-    if not parts:
+    if len(features) == 0:
         return {}
-    return evaluate(spec["task"], target, np.concatenate(parts))
+    return evaluate(spec["task"], target, predict_graph(session, spec, features))
+
+
+def bootstrap_drops(
+    task: str,
+    metric: str,
+    target: np.ndarray,
+    parent: np.ndarray,
+    candidate: np.ndarray,
+    drop: Callable[[float, float], float],
+    resamples: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """The drop ``drop(parent_value, candidate_value)`` on ``resamples`` bootstrap resamples of the rows,
+    the same rows for both models (a paired bootstrap: what varies is which rows were drawn)."""
+    rng = np.random.default_rng(seed)
+    drops = np.empty(resamples)
+    for i in range(resamples):
+        rows = rng.integers(0, len(target), len(target))
+        y = target[rows]
+        drops[i] = drop(
+            metric_value(task, metric, y, parent[rows]), metric_value(task, metric, y, candidate[rows])
+        )
+    return drops
 
 
 def latency(session: OnnxRuntime, batch: np.ndarray, runs: int) -> tuple[float, float]:

@@ -40,6 +40,7 @@ COLUMNS = (
     ("p99_batch1024_us", "p99 b1024 µs"),
     ("metric", "METRIC"),
     ("drop", "drop"),
+    ("drop_se", "± se"),
     ("decision", "decision"),
     ("why", "why"),
 )
@@ -75,6 +76,7 @@ def table_row(record: StepRecord, metric: str) -> dict[str, Any]:
         "p99_batch1024_us": m.p99_batch1024_us,
         "metric": m.metrics[metric],
         "drop": record.drop,
+        "drop_se": record.drop_se,
         "decision": record.decision,
         "why": record.why,
     }
@@ -212,7 +214,7 @@ def _write_html(
 
 def _text(key: str, value: Any) -> str:
     if isinstance(value, float):
-        if key in ("metric", "drop"):
+        if key in ("metric", "drop", "drop_se"):
             return f"{value:.4f}"
         return f"{value:,.1f}"
     if isinstance(value, int):

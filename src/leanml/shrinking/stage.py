@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
@@ -38,7 +39,7 @@ from leanml.pipeline import ensure_prepared
 from leanml.progress import Steps
 from leanml.shrinking.distill import STUDENT_LADDER, spec_parameters, student_spec
 from leanml.shrinking.finetune import ShrinkData, fit
-from leanml.shrinking.measure import Measurement, measure, score_graph, side_by_side
+from leanml.shrinking.measure import Measurement, bootstrap_drops, measure, score_graph, side_by_side
 from leanml.shrinking.prune import (
     hidden_widths,
     make_permanent,
@@ -77,6 +78,10 @@ class Candidate:
     onnx: bytes
     measurement: Measurement
     description: str
+    predictions: np.ndarray
+    """On the validation rows (for the paired bootstrap against the parent)."""
+    drop_se: float = 0.0
+    """Standard error of the drop against the parent (0 for the parent itself)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class StepRecord:
     model: str
     measurement: Measurement
     drop: float
+    drop_se: float
     decision: str
     """``parent``, ``kept``, ``rolled back`` or ``not kept``."""
     why: str
@@ -98,6 +104,7 @@ class StepRecord:
             "model": self.model,
             **self.measurement.as_dict(),
             "drop": self.drop,
+            "drop_se": self.drop_se,
             "decision": self.decision,
             "why": self.why,
         }
@@ -110,18 +117,22 @@ class Budget:
     metric: str
     reference: float
     max_drop: float
+    margin_se: float = 0.0
+    """Standard errors of the drop added to it before it is compared with ``max_drop``."""
 
     def drop(self, value: float) -> float:
         """How much worse ``value`` is than the parent's: points for scores, a share for errors."""
-        if self.metric in ERROR_METRICS:
-            return (
-                (value - self.reference) / abs(self.reference) if self.reference else value - self.reference
-            )
-        return self.reference - value if HIGHER_IS_BETTER[self.metric] else value - self.reference
+        return self.drop_from(self.reference, value)
 
-    def allows(self, value: float) -> bool:
-        """Whether ``value`` is inside the budget."""
-        return self.drop(value) <= self.max_drop + 1e-12
+    def drop_from(self, reference: float, value: float) -> float:
+        """How much worse ``value`` is than ``reference``, in the budget's terms."""
+        if self.metric in ERROR_METRICS:
+            return (value - reference) / abs(reference) if reference else value - reference
+        return reference - value if HIGHER_IS_BETTER[self.metric] else value - reference
+
+    def allows(self, value: float, drop_se: float = 0.0) -> bool:
+        """Whether ``value`` is inside the budget, its drop widened by ``margin_se`` times ``drop_se``."""
+        return self.drop(value) + self.margin_se * drop_se <= self.max_drop + 1e-12
 
     def limit(self) -> float:
         """The worst metric value inside the budget."""
@@ -138,7 +149,10 @@ class Budget:
         unit = (
             f"{self.max_drop:.1%} of the parent's" if self.metric in ERROR_METRICS else f"{self.max_drop:g}"
         )
-        return f"{self.metric} at most {unit} worse than the parent's {self.reference:.4f}"
+        text = f"{self.metric} at most {unit} worse than the parent's {self.reference:.4f}"
+        if self.margin_se:
+            text += f" (the drop plus {self.margin_se:g} standard error{'s' if self.margin_se != 1 else ''})"
+        return text
 
 
 @dataclass
@@ -196,7 +210,8 @@ def run_shrink(
     with steps.step("measuring the parent"):
         teacher_onnx = (parent.path / MODEL_ONNX).read_bytes()
         current = run.candidate(parent.model, parent.spec, describe(parent.spec), teacher_onnx)
-    run.budget = Budget(metric, current.measurement.metrics[metric], sc.max_metric_drop)
+    run.budget = Budget(metric, current.measurement.metrics[metric], sc.max_metric_drop, sc.margin_se)
+    run.parent_predictions = current.predictions
     run.record("parent", current, "parent", f"{ref.name} {ref.version}")
     parent_candidate = current
 
@@ -266,6 +281,7 @@ class _Run:
         self.steps = steps
         self.budget = Budget(metric, 0.0, self.shrink.max_metric_drop)
         self.records: list[StepRecord] = []
+        self.parent_predictions: np.ndarray | None = None
         self.alpha = self.shrink.distill.alpha if "distill" in self.shrink.methods else 0.0
         """Fine-tuning learns from the teacher too when distillation is on."""
 
@@ -277,21 +293,30 @@ class _Run:
         if onnx is None:
             onnx = export_graph(model, spec)
         parameters = sum(t.numel() for t in model.state_dict().values())
-        figures = measure(
-            onnx,
-            parameters,
-            spec,
-            self.data.validation.features,
-            self.data.validation.target,
-            self.shrink.latency_runs,
+        validation = self.data.validation
+        figures, predictions = measure(
+            onnx, parameters, spec, validation.features, validation.target, self.shrink.latency_runs
         )
-        return Candidate(model, spec, onnx, figures, description)
+        made = Candidate(model, spec, onnx, figures, description, predictions)
+        if self.parent_predictions is not None and self.shrink.margin_se > 0:
+            drops = bootstrap_drops(
+                self.data.task,
+                self.metric,
+                validation.target,
+                self.parent_predictions,
+                predictions,
+                self.budget.drop_from,
+                seed=self.shrink.seed,
+            )
+            made.drop_se = float(np.std(drops, ddof=1))
+        return made
 
     def record(self, step: str, candidate: Candidate, decision: str, why: str) -> None:
         """Add a report row and print it."""
         value = candidate.measurement.metrics[self.metric]
+        drop = self.budget.drop(value)
         row = StepRecord(
-            step, candidate.description, candidate.measurement, self.budget.drop(value), decision, why
+            step, candidate.description, candidate.measurement, drop, candidate.drop_se, decision, why
         )
         self.records.append(row)
         if self.console is not None:
@@ -304,16 +329,27 @@ class _Run:
             )
 
     def within(self, candidate: Candidate) -> bool:
-        """Whether the candidate's validation metric is inside the budget."""
-        return self.budget.allows(candidate.measurement.metrics[self.metric])
+        """Whether the candidate's validation metric, its drop widened by ``margin_se`` standard errors, is
+        inside the budget."""
+        return self.budget.allows(candidate.measurement.metrics[self.metric], candidate.drop_se)
 
     def over_budget(self, candidate: Candidate) -> str:
         """Why a candidate breaks the budget, in words."""
         drop = self.budget.drop(candidate.measurement.metrics[self.metric])
-        limit = self.budget.max_drop
+        limit, margin, se = self.budget.max_drop, self.shrink.margin_se, candidate.drop_se
         if self.metric in ERROR_METRICS:
-            return f"{self.metric} {drop:.2%} worse than the parent's; the budget allows {limit:.2%}"
-        return f"{self.metric} fell {drop:.4f}; the budget allows {limit:g}"
+            text = f"{self.metric} {drop:.2%} worse than the parent's"
+            noise = f" ± {se:.2%}" if se else ""
+            allowed = f"{limit:.2%}"
+        else:
+            text, noise, allowed = (
+                f"{self.metric} fell {drop:.4f}",
+                f" ± {se:.4f}" if se else "",
+                f"{limit:g}",
+            )
+        if noise and drop <= limit:
+            return f"{text}{noise} (standard error): with {margin:g} of it, beyond the budget of {allowed}"
+        return f"{text}{noise}; the budget allows {allowed}"
 
     def epochs(self, setting: int | None, steps: int, least: int, most: int) -> int:
         """``setting``, or when it is ``None`` the epochs that make ``steps`` optimizer steps, clamped: a
@@ -542,6 +578,7 @@ def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:
         "metric": result.metric,
         "budget": {
             "limit": result.budget.limit(),
+            "margin_se": sc.margin_se,
             "max_metric_drop": sc.max_metric_drop,
             "reference": result.budget.reference,
             "text": result.budget.describe(),

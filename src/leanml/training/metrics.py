@@ -44,6 +44,19 @@ def task_metrics(task: str) -> tuple[str, ...]:
     raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
 
 
+def metric_value(task: str, name: str, y_true: np.ndarray, output: np.ndarray) -> float:
+    """One metric of ``task`` (as :func:`evaluate` computes it), without computing the others."""
+    if name in ("accuracy", "f1"):
+        labels = predicted_classes(task, output)
+        if name == "accuracy":
+            return accuracy(y_true, labels)
+        return f1(y_true, labels, average="binary" if task == "binary" else "macro")
+    functions = {"roc_auc": roc_auc, "log_loss": log_loss, "rmse": rmse, "mae": mae, "r2": r2}
+    if name not in functions or name not in task_metrics(task):
+        raise ValueError(f"{name!r} is not a metric of a {task} task")
+    return functions[name](y_true, output)
+
+
 def evaluate(task: str, y_true: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """Every metric of ``task`` for model ``output`` against ``y_true`` (see the module docstring)."""
     y_true = np.asarray(y_true)
