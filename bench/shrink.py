@@ -50,7 +50,7 @@ from leanml.shrinking.prune import make_permanent, prune_unstructured, sparsity
 from leanml.shrinking.stage import export_graph
 from leanml.training import MAIN_METRIC
 
-ROUNDS = 7
+ROUNDS = 15
 
 
 def flights(folder: Path, quick: bool) -> dict[str, Any]:
@@ -170,7 +170,7 @@ def bench_one(name: str, make: Any, folder: Path, args: argparse.Namespace) -> N
     }
     sessions = {k: OnnxRuntime(g, threads=1) for k, g in graphs.items()}
     one, many = data.validation.features[:1], _rows(data.validation.features, LARGE_BATCH)
-    timings: dict[str, dict[str, list[float]]] = {k: {"b1": [], "b1024": []} for k in graphs}
+    timings: dict[str, dict[str, list[tuple[float, float]]]] = {k: {"b1": [], "b1024": []} for k in graphs}
     for _ in range(ROUNDS):  # interleaved rounds: load from other processes hits every contender alike
         for key, session in sessions.items():
             timings[key]["b1"].append(latency(session, one, args.runs // ROUNDS))
@@ -218,14 +218,28 @@ def bench_one(name: str, make: Any, folder: Path, args: argparse.Namespace) -> N
     base = rows[0]
     if base["test_rmse"] is not None:
         print("\ntest rmse: " + ", ".join(f"{row['model']} {row['test_rmse']:.3f}" for row in rows))
-    print("\nratios vs the teacher (higher is better for size and speed; drop in metric units):")
+    print(
+        "\nratios vs the teacher (size; p50 latency per interleaved round, median over rounds; "
+        "test metric drop):"
+    )
     for row in rows[1:]:
         drop = _drop(metric, base["test"], row["test"])
         print(
             f"  {row['model']}: {base['onnx_kb'] / row['onnx_kb']:.1f}x smaller, "
-            f"{base['p50_b1'] / row['p50_b1']:.2f}x faster at batch 1, "
-            f"{base['p50_b1024'] / row['p50_b1024']:.2f}x at batch 1024, test {metric} drop {drop}"
+            f"{_round_ratio(timings, rows[0]['model'], row['model'], 'b1')} faster at batch 1, "
+            f"{_round_ratio(timings, rows[0]['model'], row['model'], 'b1024')} at batch 1024, "
+            f"test {metric} drop {drop}"
         )
+
+
+def _round_ratio(
+    timings: dict[str, dict[str, list[tuple[float, float]]]], base: str, other: str, batch: str
+) -> str:
+    """The p50 ratio base/other per round (rounds are adjacent in time, so a slow spell of the machine
+    cancels out): the median over rounds, and the middle half of them."""
+    ratios = np.array([b[0] / o[0] for b, o in zip(timings[base][batch], timings[other][batch], strict=True)])
+    low, mid, high = np.percentile(ratios, [25, 50, 75])
+    return f"{mid:.2f}x (rounds' middle half {low:.2f}-{high:.2f})"
 
 
 def _drop(metric: str, base: float, value: float) -> str:
