@@ -60,6 +60,8 @@ def test_shrink_writes_a_smaller_version_whose_lineage_names_its_parent(
     summary = json.loads((result.bundle.path / "shrink.json").read_text())
     assert summary["written"] and len(summary["steps"]) == len(steps)
     assert set(result.test) == {"parent", "final"} and "roc_auc" in result.test["final"]
+    assert set(result.batch1_p50_us) == {"parent", "final"} and min(result.batch1_p50_us.values()) > 0
+    assert summary["batch1_p50_us_side_by_side"] == result.batch1_p50_us
 
     names = {p.name for p in result.files}
     assert names == {"shrink.json", "steps.csv", "shrink.png", "report.html"}

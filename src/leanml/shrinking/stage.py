@@ -170,6 +170,8 @@ class ShrinkResult:
     bundle: BundleRef | None = None
     reason: str | None = None
     files: list[Path] = field(default_factory=list)
+    batch1_p50_us: dict[str, float] = field(default_factory=dict)
+    """p50 latency at batch 1 of the parent and the final graph, timed side by side (when they differ)."""
 
 
 def run_shrink(
@@ -227,6 +229,11 @@ def run_shrink(
     final = next(r for r in reversed(run.records) if r.decision in ("kept", "parent"))
     folder = cfg.stage_dir("shrink")
     result = ShrinkResult(ref, metric, run.budget, run.records, final, test, folder, reason=reason)
+    if current is not parent_candidate:  # the headline speed-up: both graphs timed side by side
+        parent_us, final_us = side_by_side(
+            [parent_candidate.onnx, current.onnx], data.validation.features, sc.latency_runs
+        )
+        result.batch1_p50_us = {"parent": parent_us, "final": final_us}
     summary = shrink_summary(result, cfg)
     result.files = write_reports(folder, summary, run.records, metric, console)
     if reason is not None:
@@ -589,6 +596,7 @@ def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:
         "final": result.final.as_dict(),
         "test": result.test,
         "test_drop": _test_drop(result),
+        "batch1_p50_us_side_by_side": result.batch1_p50_us,
         "written": result.reason is None,
         "reason": result.reason,
     }

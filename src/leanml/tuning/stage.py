@@ -21,7 +21,7 @@ from rich.console import Console
 from leanml.bundle import BundleError, BundleRef, ModelStore
 from leanml.bundle.artifact import CONFIG as BUNDLED_CONFIG
 from leanml.bundle.artifact import read_manifest
-from leanml.config import Config, parse_config
+from leanml.config import Config, with_section
 from leanml.data.state import PreprocessState
 from leanml.errors import ConfigError
 from leanml.pipeline import train_and_bundle
@@ -73,16 +73,8 @@ def tune_options(
     timeout_s: float | None = None,
 ) -> Config:
     """``config`` with the given ``tune`` settings replaced (validated; errors name ``tune.KEY``)."""
-    updates = {
-        key: value
-        for key, value in {"sampler": sampler, "trials": trials, "jobs": jobs, "timeout_s": timeout_s}.items()
-        if value is not None
-    }
-    if not updates:
-        return config
-    raw = config.model_dump(mode="json")
-    raw["tune"] = {**raw["tune"], **updates}
-    return parse_config(raw)
+    updates = {"sampler": sampler, "trials": trials, "jobs": jobs, "timeout_s": timeout_s}
+    return with_section(config, "tune", updates)
 
 
 def run_tune(
