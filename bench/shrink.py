@@ -45,7 +45,7 @@ from leanml.datasets import FLIGHTS_COLUMNS, flights_frame, package_data
 from leanml.models import MODEL_WEIGHTS
 from leanml.shrinking import run_shrink
 from leanml.shrinking.finetune import ShrinkData
-from leanml.shrinking.measure import LARGE_BATCH, latency, score_graph
+from leanml.shrinking.measure import LARGE_BATCH, latency, repeat_rows, score_graph
 from leanml.shrinking.prune import make_permanent, prune_unstructured, sparsity
 from leanml.shrinking.stage import export_graph
 from leanml.training import MAIN_METRIC
@@ -169,7 +169,7 @@ def bench_one(name: str, make: Any, folder: Path, args: argparse.Namespace) -> N
         f"torch prune {share:.1%}": None,
     }
     sessions = {k: OnnxRuntime(g, threads=1) for k, g in graphs.items()}
-    one, many = data.validation.features[:1], _rows(data.validation.features, LARGE_BATCH)
+    one, many = data.validation.features[:1], repeat_rows(data.validation.features, LARGE_BATCH)
     timings: dict[str, dict[str, list[tuple[float, float]]]] = {k: {"b1": [], "b1024": []} for k in graphs}
     for _ in range(ROUNDS):  # interleaved rounds: load from other processes hits every contender alike
         for key, session in sessions.items():
@@ -250,11 +250,6 @@ def _drop(metric: str, base: float, value: float) -> str:
 
 def _model_files(bundle: Path) -> float:
     return ((bundle / MODEL_ONNX).stat().st_size + (bundle / MODEL_WEIGHTS).stat().st_size) / 1024
-
-
-def _rows(features: np.ndarray, count: int) -> np.ndarray:
-    index = np.arange(count) % len(features)
-    return np.ascontiguousarray(features[index], dtype=np.float32)
 
 
 if __name__ == "__main__":

@@ -350,12 +350,17 @@ def load_bundle(path: str | Path, runtime: str = "onnx", threads: int | None = N
     return bundle
 
 
+def reference_inputs(reference: pl.DataFrame) -> pl.DataFrame:
+    """The raw input rows of a bundle's ``reference.parquet``, without the expected outputs."""
+    return reference.drop([c for c in reference.columns if c.startswith("__expected_")])
+
+
 def replay_reference(bundle: Bundle) -> None:
     """Recompute the reference rows' outputs and refuse the bundle when they differ."""
     reference = pl.read_parquet(bundle.path / REFERENCE)
     prefix = f"__expected_{bundle.runtime.name}_"
     expected_cols = [c for c in reference.columns if c.startswith(prefix)]
-    raw = reference.drop([c for c in reference.columns if c.startswith("__expected_")])
+    raw = reference_inputs(reference)
     if not expected_cols or raw.height == 0:
         raise BundleError(f"bundle '{bundle.path}': {REFERENCE} holds no reference outputs")
     expected = reference.select(expected_cols).to_numpy()

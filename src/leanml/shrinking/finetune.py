@@ -63,24 +63,25 @@ class ShrinkData:
         self.test = _arrays(prepared / "test.parquet", features, self.task)
         self.target_std = target_moments(prepared / "train.parquet")[1] if self.task == "regression" else 1.0
         self.teacher = teacher.eval()
-        self.teacher_train: torch.Tensor | None = None
-        if isinstance(self.train, TensorBatches):
-            self.teacher_train = _outputs(self.teacher, self.train.features)
+        self._with_teacher: TensorBatches | None = None
 
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Shuffled training batches with the teacher's outputs: ``(features, target, teacher)``."""
-        if isinstance(self.train, TensorBatches):
-            assert self.teacher_train is not None
-            order = torch.randperm(self.train.rows, generator=generator)
-            size = self.train.batch_size
-            for start in range(0, self.train.rows, size):
-                index = order[start : start + size]
-                if len(index) < 2 and start:  # a lone last row would make a batch of one
-                    continue
-                yield self.train.features[index], self.train.target[index], self.teacher_train[index]
+        """Shuffled training batches with the teacher's outputs: ``(features, target, teacher)``.
+
+        In memory, the teacher's outputs are computed once (on the first epoch) and ride along as extra
+        target columns, so the batches are the training stage's own (:class:`TensorBatches`).
+        """
+        if not isinstance(self.train, TensorBatches):
+            for x, y in self.train.epoch(generator):
+                yield x, y, _outputs(self.teacher, x)
             return
-        for x, y in self.train.epoch(generator):
-            yield x, y, _outputs(self.teacher, x)
+        if self._with_teacher is None:
+            columns = torch.cat(
+                [self.train.target.double()[:, None], _outputs(self.teacher, self.train.features).double()], 1
+            )
+            self._with_teacher = TensorBatches(self.train.features, columns, self.train.batch_size)
+        for x, columns in self._with_teacher.epoch(generator):
+            yield x, columns[:, 0].to(self.train.target.dtype), columns[:, 1:].float()
 
     def batches_per_epoch(self) -> int:
         """How many batches :meth:`epoch` yields (at most)."""

@@ -59,8 +59,8 @@ def measure(
     session = OnnxRuntime(onnx_model, threads=1)
     predictions = predict_graph(session, spec, features)
     metrics = evaluate(spec["task"], target, predictions) if len(predictions) else {}
-    p50_1, p99_1 = latency(session, _rows(features, 1), runs)
-    p50_k, p99_k = latency(session, _rows(features, LARGE_BATCH), max(10, runs // 50))
+    p50_1, p99_1 = latency(session, repeat_rows(features, 1), runs)
+    p50_k, p99_k = latency(session, repeat_rows(features, LARGE_BATCH), max(10, runs // 50))
     figures = Measurement(
         parameters=parameters,
         onnx_bytes=len(onnx_model),
@@ -139,7 +139,7 @@ def side_by_side(graphs: list[bytes], features: np.ndarray, runs: int) -> list[f
     """p50 latency at batch 1 of each graph (µs), timed in interleaved rounds so that load from other
     processes falls on every graph alike: the fair way to decide which of two graphs is faster."""
     sessions = [OnnxRuntime(graph, threads=1) for graph in graphs]
-    batch = _rows(features, 1)
+    batch = repeat_rows(features, 1)
     rounds: list[list[float]] = [[] for _ in graphs]
     for _ in range(ROUNDS):
         for timings, session in zip(rounds, sessions, strict=True):
@@ -147,7 +147,7 @@ def side_by_side(graphs: list[bytes], features: np.ndarray, runs: int) -> list[f
     return [float(np.median(timings)) for timings in rounds]
 
 
-def _rows(features: np.ndarray, count: int) -> np.ndarray:
+def repeat_rows(features: np.ndarray, count: int) -> np.ndarray:
     """``count`` rows of ``features`` (repeated when there are fewer), float32 and contiguous."""
     if len(features) == 0:
         raise ValueError("no validation rows to time the model on")

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 
 from leanml.bundle import BundleInputs, BundleRef, ModelStore, load_bundle, resolve_reference
-from leanml.bundle.artifact import CONFIG, MODEL_ONNX, PREPROCESS, REFERENCE, Bundle
+from leanml.bundle.artifact import CONFIG, MODEL_ONNX, PREPROCESS, REFERENCE, Bundle, reference_inputs
 from leanml.bundle.runtime import OnnxRuntime
 from leanml.bundle.store import VERSION_RE
 from leanml.config import Config, apply_overrides, parse_config, with_section
@@ -257,7 +257,7 @@ def run_shrink(
                         "test": test["parent"],
                     },
                 },
-                reference_rows=_reference_rows(parent),
+                reference_rows=reference_inputs(pl.read_parquet(parent.path / REFERENCE)),
                 lineage={
                     "stage": "shrink",
                     "parent": ref.version,
@@ -645,11 +645,6 @@ def _check_same_preprocessing(parent: Bundle, prepared: Path) -> None:
             "data or the config changed since it was trained); train a new parent, or pass the config it "
             "was trained with"
         )
-
-
-def _reference_rows(parent: Bundle) -> pl.DataFrame:
-    reference = pl.read_parquet(parent.path / REFERENCE)
-    return reference.drop([c for c in reference.columns if c.startswith("__expected_")])
 
 
 def _store_of(ref: BundleRef, config: Config) -> ModelStore:
