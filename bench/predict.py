@@ -23,7 +23,7 @@ from leanml.bundle.predict import predict_file
 from leanml.bundle.store import ModelStore
 from leanml.config import parse_config
 from leanml.data.synthetic import SyntheticSpec, write_synthetic
-from leanml.pipeline import train_and_bundle
+from leanml.training.stage import train_and_bundle
 
 OUT = Path(__file__).parent / "out" / "predict"
 

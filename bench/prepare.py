@@ -119,7 +119,7 @@ def write_table(path: Path, rows: int, with_datetime: bool) -> Path:
     """Write the synthetic table to ``path`` (Parquet or CSV) once; later runs reuse the file."""
     import pyarrow.parquet as pq
 
-    from leanml.data.io import atomic_path
+    from leanml.files import atomic_path
 
     if path.exists():
         return path

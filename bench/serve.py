@@ -84,7 +84,7 @@ def ensure_store(out: Path, retrain: bool) -> Path:
         return store
     from leanml.config import parse_config
     from leanml.datasets import flights_frame
-    from leanml.pipeline import train_and_bundle
+    from leanml.training.stage import train_and_bundle
 
     for stale in (store, out / "runs"):
         shutil.rmtree(stale, ignore_errors=True)

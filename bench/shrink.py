@@ -43,11 +43,11 @@ from leanml.bundle.runtime import OnnxRuntime
 from leanml.config import Config, parse_config
 from leanml.datasets import FLIGHTS_COLUMNS, flights_frame, package_data
 from leanml.models import MODEL_WEIGHTS
+from leanml.models.export import export_graph
 from leanml.shrinking import run_shrink
 from leanml.shrinking.finetune import ShrinkData
 from leanml.shrinking.measure import LARGE_BATCH, latency, repeat_rows, score_graph
 from leanml.shrinking.prune import make_permanent, prune_unstructured, sparsity
-from leanml.shrinking.stage import export_graph
 from leanml.training import MAIN_METRIC
 
 ROUNDS = 15

@@ -46,7 +46,7 @@ def trained_flights(flights: pl.DataFrame, tmp_path_factory: pytest.TempPathFact
     """
     from helpers import FLIGHTS_COLUMNS
     from leanml.config import parse_config
-    from leanml.pipeline import train_and_bundle
+    from leanml.training.stage import train_and_bundle
 
     root = tmp_path_factory.mktemp("trained")
     data = root / "flights.parquet"

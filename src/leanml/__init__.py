@@ -17,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from leanml._version import __version__
 
 if TYPE_CHECKING:
     from leanml.bundle import Bundle
     from leanml.config import Config
     from leanml.data.prepare import PrepareResult
-    from leanml.pipeline import TrainOutcome
     from leanml.shrinking import ShrinkResult
+    from leanml.training.stage import TrainOutcome
     from leanml.tuning import TuneResult
 
 
@@ -42,8 +42,8 @@ def prepare(config: Config | str | Path, **kwargs: Any) -> PrepareResult:
 
 
 def train(config: Config | str | Path, **kwargs: Any) -> TrainOutcome:
-    """Train and bundle a model into the store (see :func:`leanml.pipeline.train_and_bundle`)."""
-    from leanml.pipeline import train_and_bundle
+    """Train and bundle a model into the store (see :func:`leanml.training.stage.train_and_bundle`)."""
+    from leanml.training.stage import train_and_bundle
 
     return train_and_bundle(_config(config), **kwargs)
 
@@ -82,13 +82,17 @@ def shrink(
     ``config`` defaults to the config bundled with the model; the keyword settings replace its ``shrink``
     ones. The result's ``bundle`` is the new version, or ``None`` with ``reason`` when nothing was written.
     """
-    from leanml.bundle import resolve_reference
-    from leanml.shrinking import bundled_config, run_shrink, shrink_options
+    from leanml.shrinking import shrink_reference
 
-    ref = resolve_reference(str(reference))
-    cfg = _config(config) if config is not None else bundled_config(ref.path)
-    cfg = shrink_options(cfg, max_metric_drop, target_latency_us, target_size_kb, methods)
-    return run_shrink(ref.path, cfg, **kwargs)
+    return shrink_reference(
+        reference,
+        config,
+        max_metric_drop=max_metric_drop,
+        target_latency_us=target_latency_us,
+        target_size_kb=target_size_kb,
+        methods=methods,
+        **kwargs,
+    )
 
 
 def load(reference: str | Path, runtime: str = "onnx") -> Bundle:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from leanml import __version__
+from leanml._version import __version__
 from leanml.errors import ConfigError, LeanMLError
 
 app = typer.Typer(
@@ -135,7 +135,7 @@ def train(
 ) -> None:
     """Train the model (preparing the data first when needed) and add it to the model store."""
     from leanml.config import load_config
-    from leanml.pipeline import train_and_bundle
+    from leanml.training.stage import train_and_bundle
 
     _print_outcome(train_and_bundle(load_config(config, overrides), resume=resume, console=console))
 
@@ -149,7 +149,7 @@ def run(
     from leanml.config import load_config
     from leanml.data.prepare import prepare as run_prepare
     from leanml.data.quality import render_report
-    from leanml.pipeline import train_and_bundle
+    from leanml.training.stage import train_and_bundle
 
     cfg = load_config(config, overrides)
     result = run_prepare(cfg, console=console)
@@ -219,15 +219,13 @@ def shrink(
 
     Exits 1 without writing anything when no model meets the budget and targets.
     """
-    from leanml.bundle import resolve_reference
-    from leanml.config import load_config
-    from leanml.shrinking import bundled_config, run_shrink, shrink_options
+    from leanml.shrinking import shrink_reference
 
-    ref = resolve_reference(model)
-    cfg = load_config(config, overrides) if config is not None else bundled_config(ref.path, overrides)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    cfg = shrink_options(cfg, max_metric_drop, target_latency_us, target_size_kb, chosen)
-    result = run_shrink(ref.path, cfg, console=console)
+    result = shrink_reference(
+        model, config, overrides, max_metric_drop, target_latency_us, target_size_kb, chosen, console
+    )
+    ref = result.parent
     for path in result.files:
         console.print(f"  {path}")
     if result.bundle is None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import polars as pl
 
-from leanml.data.io import atomic_path, scan_table
+from leanml.data.io import scan_table
 from leanml.errors import DataError
+from leanml.files import atomic_path
 
 # Known after the flight has landed: they would leak the answer.
 FLIGHTS_LEAKY_COLUMNS = ("arr_time", "arr_delay", "air_time")

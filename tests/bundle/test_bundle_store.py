@@ -17,7 +17,7 @@ from leanml.bundle.artifact import MANIFEST, PREPROCESS, REFERENCE, sha256_file
 from leanml.bundle.predict import evaluate_file, predict_file
 from leanml.data.split import ROW_ID
 from leanml.errors import DataError
-from leanml.training.metrics import evaluate
+from leanml.metrics import evaluate
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import FLIGHTS_COLUMNS
 from leanml.config import Config, parse_config
-from leanml.pipeline import train_and_bundle
+from leanml.training.stage import train_and_bundle
 
 QUICK_SHRINK: dict[str, Any] = {
     "distill": {"epochs": 4, "batch_size": 128, "max_students": 2},

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from leanml.bundle.runtime import OnnxRuntime
+from leanml.metrics import evaluate, metric_value
 from leanml.models import build_model, load_model, save_model
+from leanml.models.export import export_graph
 from leanml.shrinking import Budget
 from leanml.shrinking.distill import distillation_loss, spec_parameters, student_spec
 from leanml.shrinking.measure import bootstrap_drops
@@ -25,8 +27,6 @@ from leanml.shrinking.prune import (
     units_to_keep,
 )
 from leanml.shrinking.quantize import is_int8, quantize_int8
-from leanml.shrinking.stage import export_graph
-from leanml.training.metrics import evaluate, metric_value
 
 T, ALPHA = 3.0, 0.6
 

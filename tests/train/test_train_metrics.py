@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from leanml.training.metrics import (
+from leanml.metrics import (
     MAIN_METRIC,
     accuracy,
     confusion_matrix,

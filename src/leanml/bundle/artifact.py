@@ -33,14 +33,14 @@ import onnxruntime
 import polars as pl
 import torch
 
-from leanml import __version__
+from leanml._version import __version__
 from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, scores
-from leanml.data.io import atomic_path, write_json
 from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
 from leanml.data.state import PreprocessState
 from leanml.errors import DataError, LeanMLError, require_format_version
+from leanml.files import atomic_path, write_json
+from leanml.metrics import predicted_classes
 from leanml.models import export_onnx, load_model, save_model
-from leanml.training.metrics import predicted_classes
 
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

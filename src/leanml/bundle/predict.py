@@ -18,12 +18,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from leanml.bundle.artifact import Bundle
-from leanml.data.io import atomic_path, expand_paths, scan_table, table_format
+from leanml.data.io import expand_paths, scan_table, table_format
 from leanml.data.preprocessor import REASON
 from leanml.data.split import ROW_ID
 from leanml.data.target import target_exprs
 from leanml.errors import DataError
-from leanml.training.metrics import evaluate
+from leanml.files import atomic_path
+from leanml.metrics import evaluate
 
 CHUNK_ROWS = 65_536
 

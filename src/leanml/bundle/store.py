@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from leanml.bundle.artifact import MANIFEST, BundleError, BundleInputs, read_manifest, write_bundle
-from leanml.data.io import file_lock, write_json
+from leanml.files import file_lock, write_json
 
 ALIASES = "aliases.json"
 ALIAS_NAMES = ("latest", "production")

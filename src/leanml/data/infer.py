@@ -22,10 +22,11 @@ import polars as pl
 
 from leanml.config import DEFAULT_NULL_VALUES, parse_config
 from leanml.data import convert
-from leanml.data.io import atomic_path, expand_paths, scan_table
+from leanml.data.io import expand_paths, scan_table
 from leanml.data.preprocessor import check_reserved
 from leanml.data.target import infer_target
 from leanml.errors import DataError
+from leanml.files import atomic_path
 
 SAMPLE_ROWS = 200_000
 PARSE_SHARE = 0.95

@@ -12,14 +12,11 @@ Compressed CSV is decompressed once, by streaming, into a cache folder (``$LEANM
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob as globlib
 import gzip
 import hashlib
-import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from leanml.errors import DataError
+from leanml.files import atomic_path
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -133,43 +131,6 @@ def _open_compressed(path: str, fmt: str) -> Iterator[Any]:
             raise DataError(f"'{path}': a zip must hold exactly one CSV file, found {len(members)}")
         with archive.open(members[0]) as handle:
             yield handle
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it is renamed over ``target`` atomically."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) between processes.
-
-    ``flock`` is released by the kernel when the holder dies, so a killed process never leaves it stuck.
-    """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def fingerprint(paths: list[str]) -> str:

@@ -26,9 +26,10 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from leanml.config import Config
+from leanml.config import PREPARE_SECTIONS, Config
 from leanml.data import convert
-from leanml.data.io import atomic_path, collect_each, expand_paths, fingerprint, scan_table, write_json
+from leanml.data.io import collect_each, expand_paths, fingerprint, scan_table
+from leanml.data.prepared import PreparedData
 from leanml.data.preprocessor import (
     REASON,
     annotate,
@@ -42,6 +43,7 @@ from leanml.data.quality import build_report
 from leanml.data.split import GROUP, ROW_ID, SPLITS, TIME, plan_split
 from leanml.data.state import PreprocessState
 from leanml.data.target import infer_target, target_exprs
+from leanml.files import atomic_path, write_json
 from leanml.progress import Steps
 
 TARGET = "__target"
@@ -61,9 +63,14 @@ class PrepareResult:
     report: dict[str, Any]
     rejects_path: Path | None
 
+    @property
+    def prepared(self) -> PreparedData:
+        """The output folder as :class:`PreparedData`."""
+        return PreparedData(self.out_dir)
+
     def split_path(self, split: str) -> Path:
         """Path of a prepared split (``train``, ``validation`` or ``test``)."""
-        return self.out_dir / f"{split}.parquet"
+        return self.prepared.split(split)
 
 
 def prepare(
@@ -111,8 +118,9 @@ def prepare(
                 split_method=plan.method,
                 unlisted=unlisted,
             )
-            state.save(staging / "preprocess.json")
-            write_json(staging / "quality.json", report)
+            staged = PreparedData(staging)
+            state.save(staged.state_path)
+            write_json(staged.quality_path, report)
             _swap_in(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -184,7 +192,7 @@ def _write_outputs(
         mode = "train" if split == "train" else "serve"
         part = annotate(labeled.filter(pl.col(SPLIT) == index), state, mode)
         kept = part.filter(pl.col(REASON).is_null()).select(ROW_ID, *features, TARGET)
-        queries.append(kept.sink_parquet(staging / f"{split}.parquet", lazy=True))
+        queries.append(kept.sink_parquet(PreparedData(staging).split(split), lazy=True))
         queries.append(part.select(pl.len().cast(pl.Int64).alias("__rows"), *quality_exprs(state, mode)))
         dropped = part.filter(pl.col(REASON).is_not_null())
         queries.append(dropped.group_by(REASON).agg(pl.len().alias("n")))
@@ -215,3 +223,20 @@ def _run_with_rejects(
 
 def _reason_counts(frame: pl.DataFrame) -> dict[str, int]:
     return {str(reason): int(n) for reason, n in sorted(frame.iter_rows())}
+
+
+def ensure_prepared(config: Config, console: Console | None = None, force: bool = False) -> PreparedData:
+    """The prepared data for ``config``, (re)running the stage when it is missing or stale.
+
+    The quality report records a digest of the config's data sections; when they changed since the
+    folder was prepared (other data, columns, target or split), the stage runs again.
+    """
+    prepared = PreparedData(config.stage_dir("prepare"))
+    if not force and prepared.exists():
+        if prepared.quality().get("config_hash") == config.digest(PREPARE_SECTIONS):
+            return prepared
+        if console is not None:
+            console.print(
+                "[yellow]the data sections of the config changed since preparing: preparing again[/yellow]"
+            )
+    return prepare(config, console=console).prepared

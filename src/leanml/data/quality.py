@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from leanml import __version__
+from leanml._version import __version__
 from leanml.config import PREPARE_SECTIONS, Config
 from leanml.data.preprocessor import QUALITY_METRICS
 from leanml.data.split import SPLITS

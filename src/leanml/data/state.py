@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from leanml import __version__
-from leanml.data.io import write_json
+from leanml._version import __version__
 from leanml.errors import StateError, require_format_version
+from leanml.files import write_json
 
 STATE_FORMAT_VERSION = 1
 INFREQUENT = "__infrequent__"

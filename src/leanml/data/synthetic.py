@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from leanml.data.io import atomic_path, table_format
+from leanml.data.io import table_format
+from leanml.files import atomic_path
 
 START_2024 = np.datetime64("2024-01-01T00:00:00", "us")
 SECONDS_2024 = 366 * 24 * 3600

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,11 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+def export_graph(model: torch.nn.Module, spec: dict[str, Any]) -> bytes:
+    """The fp32 ONNX graph of ``model``, as bytes."""
+    with tempfile.TemporaryDirectory(prefix="leanml-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        export_onnx(model, spec, path)
+        return path.read_bytes()

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from leanml.data.io import atomic_path, write_json
 from leanml.errors import StateError
+from leanml.files import atomic_path, write_json
 from leanml.models.registry import TabularModel, build_model, check_spec
 
 MODEL_JSON = "model.json"

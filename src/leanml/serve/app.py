@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from leanml import __version__
+from leanml._version import __version__
 from leanml.bundle.artifact import input_schema
 from leanml.config import ServeConfig
 from leanml.serve import protocol

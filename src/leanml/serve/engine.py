@@ -27,8 +27,8 @@ from leanml.data.preprocessor import (
     feature_column,
     to_matrix,
 )
+from leanml.metrics import predicted_classes
 from leanml.serve.validation import FieldError, RequestError, accepts, problem_columns, value_problems
-from leanml.training.metrics import predicted_classes
 
 
 @dataclass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from leanml.shrinking.results import Budget, ShrinkResult, StepRecord
 from leanml.shrinking.stage import (
-    Budget,
     ShrinkError,
-    ShrinkResult,
-    StepRecord,
     bundled_config,
     run_shrink,
     shrink_options,
+    shrink_reference,
 )
 
 __all__ = [
@@ -20,4 +19,5 @@ __all__ = [
     "bundled_config",
     "run_shrink",
     "shrink_options",
+    "shrink_reference",
 ]

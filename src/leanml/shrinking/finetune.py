@@ -23,13 +23,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from leanml.data.prepared import PreparedData
 from leanml.data.state import PreprocessState
+from leanml.metrics import HIGHER_IS_BETTER, evaluate
 from leanml.models import TabularModel
 from leanml.models.predict import predict
 from leanml.shrinking.distill import distillation_loss
 from leanml.training.batching import TensorBatches, load_split, open_split, target_moments
 from leanml.training.loop import TrainingError, epoch_seed
-from leanml.training.metrics import HIGHER_IS_BETTER, evaluate
 
 TEACHER_CHUNK_ROWS = 8192
 ONE_THREAD_PARAMETERS = 1_000_000
@@ -50,7 +51,7 @@ class ShrinkData:
 
     def __init__(
         self,
-        prepared: Path,
+        prepared: PreparedData,
         state: PreprocessState,
         teacher: TabularModel,
         batch_size: int,
@@ -58,10 +59,10 @@ class ShrinkData:
     ) -> None:
         self.task = state.target.task
         features = state.feature_names
-        self.train = open_split(prepared / "train.parquet", features, self.task, batch_size, memory_budget_mb)
-        self.validation = _arrays(prepared / "validation.parquet", features, self.task)
-        self.test = _arrays(prepared / "test.parquet", features, self.task)
-        self.target_std = target_moments(prepared / "train.parquet")[1] if self.task == "regression" else 1.0
+        self.train = open_split(prepared.split("train"), features, self.task, batch_size, memory_budget_mb)
+        self.validation = _arrays(prepared.split("validation"), features, self.task)
+        self.test = _arrays(prepared.split("test"), features, self.task)
+        self.target_std = target_moments(prepared.split("train"))[1] if self.task == "regression" else 1.0
         self.teacher = teacher.eval()
         self._with_teacher: TensorBatches | None = None
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from leanml.bundle.runtime import OnnxRuntime, scores
-from leanml.training.metrics import evaluate, metric_value
+from leanml.metrics import evaluate, metric_value
 
 SCORE_BATCH_ROWS = 8192
 LARGE_BATCH = 1024

@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from leanml.data.io import atomic_path, write_json
-from leanml.training.plots import save_figure
+from leanml.figures import save_figure
+from leanml.files import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from leanml.shrinking.stage import StepRecord
+    from leanml.shrinking.results import StepRecord
 
 COLOURS = {"parent": "#4c72b0", "kept": "#55a868", "rolled back": "#c44e52", "not kept": "#8c8c8c"}
 WIDE_TABLE = 150

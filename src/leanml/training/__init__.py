@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from leanml.metrics import HIGHER_IS_BETTER, MAIN_METRIC, evaluate, task_metrics
 from leanml.models.predict import predict, to_predictions
 from leanml.training.loop import TrainingError, TrainResult, make_loss, train_model
-from leanml.training.metrics import HIGHER_IS_BETTER, MAIN_METRIC, evaluate, task_metrics
 
 __all__ = [
     "HIGHER_IS_BETTER",

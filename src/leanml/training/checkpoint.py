@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from leanml.data.io import atomic_path
 from leanml.errors import StateError
+from leanml.files import atomic_path
 
 CHECKPOINT_FORMAT_VERSION = 1
 METADATA_KEY = "leanml_checkpoint"

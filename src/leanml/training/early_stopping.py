@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from leanml.training.metrics import is_improvement
+from leanml.metrics import is_improvement
 
 
 class BestEpoch:

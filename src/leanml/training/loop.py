@@ -30,15 +30,15 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from leanml.config import Config
-from leanml.data.io import write_json
-from leanml.data.state import PreprocessState
+from leanml.data.prepared import SPLITS, PreparedData
 from leanml.errors import ConfigError, DataError, LeanMLError
+from leanml.files import write_json
+from leanml.metrics import MAIN_METRIC, evaluate, task_metrics
 from leanml.models import TabularModel, build_model, model_spec, save_model
 from leanml.models.predict import to_predictions
 from leanml.training import checkpoint
 from leanml.training.batching import ParquetBatches, TensorBatches, open_split, target_moments
 from leanml.training.early_stopping import BestEpoch
-from leanml.training.metrics import MAIN_METRIC, evaluate, task_metrics
 from leanml.training.optimizer import make_optimizer
 from leanml.training.plots import write_plots
 from leanml.training.progress import TrainingProgress
@@ -84,7 +84,7 @@ class TrainResult:
 
 def train_model(
     config: Config,
-    prepared_dir: str | Path | None = None,
+    prepared_dir: PreparedData | str | Path | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     console: Console | None = None,
@@ -100,10 +100,10 @@ def train_model(
     history record once the epoch is validated and checkpointed; an exception it raises stops training
     and propagates to the caller.
     """
-    prepared = Path(prepared_dir) if prepared_dir is not None else config.stage_dir("prepare")
+    prepared = PreparedData.at(prepared_dir if prepared_dir is not None else config.stage_dir("prepare"))
     out = Path(out_dir) if out_dir is not None else config.stage_dir("train")
     tc = config.train
-    state = PreprocessState.load(prepared / "preprocess.json")
+    state = prepared.state()
     task = state.target.task
     features = state.feature_names
     device = _device(tc.device)
@@ -111,9 +111,9 @@ def train_model(
     # The data, as batches of contiguous tensors (streamed from Parquet when larger than the budget).
     batch_size = GD_CHUNK_ROWS if tc.optimizer == "gd" else tc.batch_size
     budget = tc.memory_budget_mb
-    train = open_split(prepared / "train.parquet", features, task, batch_size, budget, device)
+    train = open_split(prepared.split("train"), features, task, batch_size, budget, device)
     splits = {
-        name: open_split(prepared / f"{name}.parquet", features, task, EVAL_BATCH_ROWS, budget, device)
+        name: open_split(prepared.split(name), features, task, EVAL_BATCH_ROWS, budget, device)
         for name in ("validation", "test")
     }
     monitor = _check_config(config, task, train.rows, splits["validation"].rows)
@@ -124,7 +124,7 @@ def train_model(
     model = build_model(spec)
     target_std = 1.0
     if task == "regression":
-        target_mean, target_std = target_moments(prepared / "train.parquet")
+        target_mean, target_std = target_moments(prepared.split("train"))
         model.set_target_scaling(target_mean, target_std)
     model.to(device)
     loss_fn = make_loss(task, target_std)
@@ -334,11 +334,11 @@ def _check_config(config: Config, task: str, train_rows: int, validation_rows: i
     return monitor
 
 
-def _run_identity(config: Config, prepared: Path, spec: dict[str, Any]) -> dict[str, Any]:
+def _run_identity(config: Config, prepared: PreparedData, spec: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the model, the train settings, the prepared data."""
-    digest = hashlib.sha256((prepared / "preprocess.json").read_bytes())
-    for split in ("train", "validation", "test"):
-        digest.update(str((prepared / f"{split}.parquet").stat().st_size).encode())
+    digest = hashlib.sha256(prepared.state_path.read_bytes())
+    for split in SPLITS:
+        digest.update(str(prepared.split(split).stat().st_size).encode())
     return {
         "spec": spec,
         "train": config.train.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE)),

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from leanml.data.io import atomic_path
-from leanml.training.metrics import confusion_matrix, predicted_classes, roc_auc, roc_curve
+from leanml.figures import save_figure
+from leanml.metrics import confusion_matrix, predicted_classes, roc_auc, roc_curve
 
 MAX_SCATTER_POINTS = 20_000
 
@@ -132,12 +131,3 @@ def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path, split: st
     hist_ax.hist(residuals, bins=50)
     hist_ax.set(xlabel="true − predicted", ylabel="rows", title="Residual distribution")
     return save_figure(fig, path)
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Render a figure to PNG at ``path``, atomically."""
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path

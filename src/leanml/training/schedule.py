@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from leanml.config import TrainConfig
-from leanml.training.metrics import is_improvement
+from leanml.metrics import is_improvement
 
 
 class LearningRateSchedule:

@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from leanml.config import Config
-from leanml.data.io import atomic_path
-from leanml.training.plots import save_figure
+from leanml.figures import save_figure
+from leanml.files import atomic_path
 from leanml.tuning.space import SearchSpace, override_text
 
 STATES = {

@@ -22,10 +22,9 @@ from leanml.bundle import BundleError, BundleRef, ModelStore
 from leanml.bundle.artifact import CONFIG as BUNDLED_CONFIG
 from leanml.bundle.artifact import read_manifest
 from leanml.config import Config, with_section
-from leanml.data.state import PreprocessState
 from leanml.errors import ConfigError
-from leanml.pipeline import train_and_bundle
 from leanml.training import HIGHER_IS_BETTER, MAIN_METRIC, task_metrics
+from leanml.training.stage import train_and_bundle
 from leanml.tuning.report import (
     TrialRow,
     best_row,
@@ -93,7 +92,7 @@ def run_tune(
     files = StudyFiles(config.stage_dir("tune"))
 
     base = prepared_variant(config, files.variants, console=console)
-    task = PreprocessState.load(base / "preprocess.json").target.task
+    task = base.state().target.task
     metric = config.tune.metric or MAIN_METRIC[task]
     if metric not in task_metrics(task):
         raise ConfigError(

@@ -14,8 +14,9 @@ from pathlib import Path
 from rich.console import Console
 
 from leanml.config import PREPARE_SECTIONS, Config
-from leanml.data.io import file_lock
 from leanml.data.prepare import prepare
+from leanml.data.prepared import PreparedData
+from leanml.files import file_lock
 
 DIGEST_CHARS = 12
 
@@ -30,18 +31,18 @@ def variant_id(config: Config) -> str:
     return variant_config(config).digest(PREPARE_SECTIONS)[:DIGEST_CHARS]
 
 
-def prepared_variant(config: Config, root: str | Path, console: Console | None = None) -> Path:
+def prepared_variant(config: Config, root: str | Path, console: Console | None = None) -> PreparedData:
     """The prepared splits of ``config``'s variant under ``root``, preparing them first if needed."""
     root = Path(root)
     name = variant_id(config)
-    folder = root / name
-    if (folder / "quality.json").exists():
-        return folder
+    prepared = PreparedData(root / name)
+    if prepared.exists():
+        return prepared
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / f".{name}.lock"):
-        if not (folder / "quality.json").exists():  # another process may have prepared it meanwhile
-            prepare(variant_config(config), out_dir=folder, console=console)
-    return folder
+        if not prepared.exists():  # another process may have prepared it meanwhile
+            prepare(variant_config(config), out_dir=prepared.folder, console=console)
+    return prepared
 
 
 def prepared_variants(root: str | Path) -> list[str]:
@@ -49,4 +50,4 @@ def prepared_variants(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "quality.json").exists())
+    return sorted(p.name for p in root.iterdir() if PreparedData(p).exists())

@@ -1,4 +1,4 @@
-"""Stages run in order, each reading the previous one's output from disk.
+"""The train stage: prepared data → a trained model → a new bundle version in the store.
 
 ``train_and_bundle`` makes sure the prepared data matches the config (re-preparing when the data, columns,
 target or split changed), trains, and writes the model into the store as a new bundle version whose
@@ -7,9 +7,7 @@ reference rows are raw rows of the test split.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 from rich.console import Console
@@ -17,12 +15,13 @@ from rich.console import Console
 from leanml.bundle import BundleInputs, BundleRef, ModelStore
 from leanml.bundle.artifact import REFERENCE_ROWS
 from leanml.bundle.drift import drift_reference
-from leanml.config import PREPARE_SECTIONS, Config
+from leanml.config import Config
 from leanml.data.io import expand_paths, scan_table
-from leanml.data.prepare import prepare
+from leanml.data.prepare import ensure_prepared
+from leanml.data.prepared import PreparedData
 from leanml.data.split import ROW_ID
 from leanml.data.state import PreprocessState
-from leanml.training import TrainResult, train_model
+from leanml.training.loop import TrainResult, train_model
 
 DRIFT_ROWS = 200_000
 """Training rows summarized for drift monitoring."""
@@ -36,28 +35,12 @@ class TrainOutcome:
     result: TrainResult
 
 
-def ensure_prepared(config: Config, console: Console | None = None, force: bool = False) -> Path:
-    """The prepare folder for ``config``, (re)running the stage when it is missing or stale."""
-    folder = config.stage_dir("prepare")
-    report_path = folder / "quality.json"
-    if not force and report_path.exists():
-        report = json.loads(report_path.read_text())
-        if report.get("config_hash") == config.digest(PREPARE_SECTIONS):
-            return folder
-        if console is not None:
-            console.print(
-                "[yellow]the data sections of the config changed since preparing: preparing again[/yellow]"
-            )
-    prepare(config, console=console)
-    return folder
-
-
 def train_and_bundle(config: Config, resume: bool = False, console: Console | None = None) -> TrainOutcome:
     """Prepare when needed, train, and add the model to the store (moving its ``latest`` alias)."""
     prepared = ensure_prepared(config, console)
     result = train_model(config, prepared, config.stage_dir("train"), resume=resume, console=console)
-    state = PreprocessState.load(prepared / "preprocess.json")
-    report = json.loads((prepared / "quality.json").read_text())
+    state = prepared.state()
+    report = prepared.quality()
     inputs = BundleInputs(
         name=config.name,
         state=state,
@@ -77,19 +60,19 @@ def train_and_bundle(config: Config, resume: bool = False, console: Console | No
             "config_hash": config.digest(),
         },
         config=config.model_dump(mode="json"),
-        drift=drift_reference(state, pl.scan_parquet(prepared / "train.parquet").head(DRIFT_ROWS).collect()),
+        drift=drift_reference(state, pl.scan_parquet(prepared.split("train")).head(DRIFT_ROWS).collect()),
     )
     ref = ModelStore(config.store).add(inputs)
     return TrainOutcome(bundle=ref, result=result)
 
 
 def reference_rows(
-    config: Config, state: PreprocessState, prepared: Path, rows: int = REFERENCE_ROWS
+    config: Config, state: PreprocessState, prepared: PreparedData, rows: int = REFERENCE_ROWS
 ) -> pl.DataFrame:
     """Raw input rows of the test split (validation when test is empty), as the source spells them."""
     ids = pl.Series(dtype=pl.UInt32)
     for split in ("test", "validation", "train"):
-        ids = pl.read_parquet(prepared / f"{split}.parquet", columns=[ROW_ID])[ROW_ID].head(rows)
+        ids = pl.read_parquet(prepared.split(split), columns=[ROW_ID])[ROW_ID].head(rows)
         if len(ids):
             break
     columns = [c.name for c in state.columns]
