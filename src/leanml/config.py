@@ -1,8 +1,9 @@
 """Typed configuration: one YAML file describes every stage.
 
-The models below are the contract of the ``leanml.yaml`` file (SPEC §2). Loading validates everything
-before any work starts and turns pydantic's errors into one line per problem that names the key path and
-what is allowed, e.g. ``columns.age.scale: 'zscore' is not one of standard, minmax, none``.
+The models below are the contract of the ``leanml.yaml`` file (documented in ``docs/config.md``).
+Loading validates everything before any work starts and turns pydantic's errors into one line per problem
+that names the key path and what is allowed, e.g.
+``columns.age.scale: 'zscore' is not one of standard, minmax, none``.
 
 Relative paths in the file (``data.train``, ``data.rejects``, ``workdir``, ``store``) are resolved
 against the folder that holds the config file, so a config can be run from anywhere.
@@ -162,7 +163,7 @@ METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2", "loss")
 
 
 class ModelConfig(StrictModel):
-    """The network (SPEC §3.2). ``linear`` uses no hidden layers; ``resmlp`` is the teacher-sized one.
+    """The network. ``linear`` uses no hidden layers; ``resmlp`` is the teacher-sized one.
 
     For ``resmlp``, ``hidden`` is ``[width]`` or ``[width, inner]``: ``blocks`` residual blocks of
     ``width`` units, each with an inner layer of ``inner`` units (default: ``width``).
@@ -193,7 +194,7 @@ class EarlyStoppingConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """How the model is fitted (SPEC §3.2).
+    """How the model is fitted.
 
     ``gd`` is full-batch gradient descent (one step per epoch; ``batch_size`` is ignored), ``sgd`` plain
     stochastic gradient descent on ``batch_size`` rows (1 or more), ``momentum`` SGD with (optionally
@@ -309,7 +310,7 @@ TUNE_METRICS = tuple(m for m in METRICS if m != "loss")
 
 
 class TuneConfig(StrictModel):
-    """Hyperparameter search (SPEC §3.3): which sampler, how many trials, and the space of dotted keys.
+    """Hyperparameter search: which sampler, how many trials, and the space of dotted keys.
 
     ``space`` maps any config key (``train.lr``, ``model.hidden``, ``columns.age.scale``) to a
     :class:`SearchSpec`. ``grid`` tries every combination of the lists (and int ranges) once; ``random``
@@ -398,7 +399,7 @@ class QuantizeConfig(StrictModel):
 
 
 class ShrinkConfig(StrictModel):
-    """Shrinking a trained model under a quality budget (SPEC §3.4).
+    """Shrinking a trained model under a quality budget.
 
     Steps run in the order distill → prune → quantize, each measured on the validation split and rolled
     back when it breaks the budget. ``max_metric_drop`` is in points of the metric for scores in [0, 1]
@@ -433,7 +434,7 @@ class ShrinkConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
-    """The HTTP server (SPEC §3.6): where it listens, how it batches, and its limits."""
+    """The HTTP server: where it listens, how it batches, and its limits."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -1,15 +1,15 @@
 """Metrics of the three tasks, on numpy arrays (no framework needed to score predictions).
 
-Model *outputs* come in one shape per task, the shape :func:`leanml.training.predict.predict` returns:
+Model *outputs* come in one shape per task, the shape :func:`leanml.models.predict.predict` returns:
 
 * ``binary``: ``[n]`` probability of class index 1 (the positive class); label = probability ≥ 0.5;
 * ``multiclass``: ``[n, K]`` class probabilities; label = the most probable class;
 * ``regression``: ``[n]`` predicted values.
 
 Targets are class indices (classification) or numbers (regression). Definitions follow scikit-learn's
-(``tests/train`` checks them against it): F1 is of the positive class for binary and the unweighted mean
-over classes for multiclass; ROC AUC is one-vs-rest macro for multiclass; log loss clips probabilities to
-``[eps, 1 - eps]``.
+(``tests/test_metrics.py`` checks them against it): F1 is of the positive class for binary and the
+unweighted mean over classes for multiclass; ROC AUC is one-vs-rest macro for multiclass; log loss clips
+probabilities to ``[eps, 1 - eps]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from leanml.errors import ConfigError
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -82,6 +84,40 @@ def predicted_classes(task: str, output: np.ndarray) -> np.ndarray:
     if task == "binary":
         return (output >= 0.5).astype(np.int64)
     return np.argmax(output, axis=1).astype(np.int64)
+
+
+def classify(task: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices and the ``[n, C]`` probability matrix from classification scores.
+
+    ``scores`` is what a model predicts: ``[n]`` P(class 1) for binary, ``[n, K]`` for multiclass. The
+    one rule from scores to answers, used by the server, ``Bundle.predict`` and the reports.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if task == "binary":
+        flat = scores.reshape(-1)
+        return predicted_classes(task, flat), np.stack([1.0 - flat, flat], axis=1)
+    if task == "multiclass":
+        return predicted_classes(task, scores), scores
+    raise ValueError(f"classify needs a binary or multiclass task, got {task!r}")
+
+
+def metric_problem(task: str, metric: str, key: str, also: tuple[str, ...] = ()) -> str | None:
+    """Why ``metric`` (the value of config key ``key``) is not valid for ``task``, or ``None`` when it is.
+
+    The one rule for "is this metric valid for this task", used by train, tune, its trials and shrink.
+    ``also`` names further accepted values (early stopping may monitor ``loss``).
+    """
+    allowed = (*task_metrics(task), *also)
+    if metric in allowed:
+        return None
+    return f"{key}: {metric!r} is not a metric of a {task} task; use one of {', '.join(allowed)}"
+
+
+def check_metric(task: str, metric: str, key: str, also: tuple[str, ...] = ()) -> None:
+    """Raise a :class:`~leanml.errors.ConfigError` naming ``key`` when ``metric`` does not fit ``task``."""
+    problem = metric_problem(task, metric, key, also)
+    if problem is not None:
+        raise ConfigError(f"invalid config:\n  {problem}")
 
 
 def is_improvement(metric: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:

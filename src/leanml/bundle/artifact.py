@@ -1,6 +1,6 @@
 """The bundle: one folder that holds everything needed to serve a model, and nothing that runs code.
 
-Files (SPEC §3.5)::
+Files::
 
     manifest.json       format version, name, version, creation time, versions of leanml/torch/onnxruntime,
                         task, input schema, output labels, metrics, lineage, sha256 of every other file
@@ -34,12 +34,12 @@ import polars as pl
 import torch
 
 from leanml._version import __version__
-from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, scores
+from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, is_int8, scores
 from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
 from leanml.data.state import PreprocessState
 from leanml.errors import DataError, LeanMLError, require_format_version
 from leanml.files import atomic_path, write_json
-from leanml.metrics import predicted_classes
+from leanml.metrics import classify
 from leanml.models import export_onnx, load_model, save_model
 
 BUNDLE_FORMAT_VERSION = 1
@@ -121,9 +121,7 @@ def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
         "model": {
             "arch": inputs.spec["arch"],
             "parameters": int(sum(t.numel() for t in inputs.model.state_dict().values())),
-            "onnx": "int8"
-            if inputs.onnx_model is not None and b"DynamicQuantize" in inputs.onnx_model
-            else "fp32",
+            "onnx": "int8" if inputs.onnx_model is not None and is_int8(inputs.onnx_model) else "fp32",
         },
         "metrics": inputs.metrics,
         "lineage": inputs.lineage,
@@ -280,9 +278,7 @@ def prediction_columns(
     if task == "regression":
         values = np.where(accepted, result.reshape(-1), np.nan)
         return [pl.Series(PREDICTION, values, dtype=pl.Float64, nan_to_null=True)]
-    best = predicted_classes(task, result) if len(result) else np.zeros(0, dtype=np.int64)
-    if task == "binary":
-        result = np.stack([1.0 - result, result], axis=1) if len(result) else np.zeros((0, 2))
+    best, result = classify(task, result)
     label_series = pl.Series("labels", labels)
     predicted = label_series.gather(pl.Series(best, dtype=pl.UInt32)).alias(PREDICTION)
     predicted = (

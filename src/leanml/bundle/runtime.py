@@ -73,3 +73,8 @@ def scores(raw: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """
     tensor = torch.from_numpy(np.asarray(raw, dtype=np.float32).reshape(len(raw), -1))
     return to_predictions(spec["task"], tensor).numpy().astype(np.float64)
+
+
+def is_int8(onnx_model: bytes) -> bool:
+    """Whether a graph was dynamically quantized (it holds ``DynamicQuantizeLinear`` nodes)."""
+    return b"DynamicQuantizeLinear" in onnx_model

@@ -27,7 +27,7 @@ from leanml.data.preprocessor import (
     feature_column,
     to_matrix,
 )
-from leanml.metrics import predicted_classes
+from leanml.metrics import classify
 from leanml.serve.validation import FieldError, RequestError, accepts, problem_columns, value_problems
 
 
@@ -155,6 +155,5 @@ class ServedModel:
         if bundle.task == "regression":
             return Answer(part.tolist(), None, flags, bundle.version, timings)
         labels = bundle.labels
-        classes = predicted_classes(bundle.task, part)
-        probabilities = np.stack([1.0 - part, part], axis=1) if bundle.task == "binary" else part
+        classes, probabilities = classify(bundle.task, part)
         return Answer([labels[i] for i in classes], probabilities, flags, bundle.version, timings)

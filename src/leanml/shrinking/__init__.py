@@ -1,4 +1,4 @@
-"""The shrink stage: distillation, pruning and int8 under a quality budget (SPEC §3.4)."""
+"""The shrink stage: distillation, pruning and int8 under a quality budget."""
 
 from __future__ import annotations
 

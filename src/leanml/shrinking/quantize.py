@@ -14,6 +14,10 @@ from pathlib import Path
 
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from leanml.bundle.runtime import is_int8
+
+__all__ = ["is_int8", "quantize_int8"]
+
 
 def quantize_int8(onnx_model: bytes, per_channel: bool = True) -> bytes:
     """The int8 version of an fp32 ONNX graph (as bytes)."""
@@ -29,7 +33,3 @@ def quantize_int8(onnx_model: bytes, per_channel: bool = True) -> bytes:
             root.setLevel(level)
         return target.read_bytes()
 
-
-def is_int8(onnx_model: bytes) -> bool:
-    """Whether a graph was dynamically quantized (it holds ``DynamicQuantizeLinear`` nodes)."""
-    return b"DynamicQuantizeLinear" in onnx_model

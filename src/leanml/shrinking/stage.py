@@ -1,4 +1,4 @@
-"""The shrink stage (SPEC §3.4): a smaller, faster model under a quality budget, with the evidence.
+"""The shrink stage: a smaller, faster model under a quality budget, with the evidence.
 
 :func:`run_shrink` reads top to bottom: load and verify the parent bundle, make sure the prepared data
 is the one its preprocessing produced, measure the parent, then run the steps of ``shrink.methods`` in
@@ -28,7 +28,7 @@ from leanml.config import Config, apply_overrides, load_config, parse_config, wi
 from leanml.data.prepare import ensure_prepared
 from leanml.data.prepared import PreparedData
 from leanml.errors import ConfigError, LeanMLError, StateError
-from leanml.metrics import MAIN_METRIC, task_metrics
+from leanml.metrics import MAIN_METRIC, check_metric
 from leanml.progress import Steps
 from leanml.shrinking.finetune import ShrinkData
 from leanml.shrinking.measure import side_by_side
@@ -64,11 +64,7 @@ def run_shrink(
     _check_same_preprocessing(parent, prepared)
     task = parent.task
     metric = sc.metric or MAIN_METRIC[task]
-    if metric not in task_metrics(task):
-        raise ConfigError(
-            f"invalid config:\n  shrink.metric: {metric!r} is not a metric of a {task} task; "
-            f"use one of {', '.join(task_metrics(task))}"
-        )
+    check_metric(task, metric, "shrink.metric")
     with steps.step("loading the prepared splits and the teacher's outputs"):
         data = ShrinkData(
             prepared, parent.state, parent.model, sc.distill.batch_size, cfg.train.memory_budget_mb

@@ -1,4 +1,4 @@
-"""The training loop (SPEC §3.2): prepared splits in, a trained model, metrics and plots out.
+"""The training loop: prepared splits in, a trained model, metrics and plots out.
 
 ``train_model`` reads top to bottom: load the splits as batches, build the model and optimizer, maybe
 resume from the last checkpoint, then for each epoch — set the learning rate, run the batches, evaluate
@@ -33,7 +33,7 @@ from leanml.config import Config
 from leanml.data.prepared import SPLITS, PreparedData
 from leanml.errors import ConfigError, DataError, LeanMLError
 from leanml.files import write_json
-from leanml.metrics import MAIN_METRIC, evaluate, task_metrics
+from leanml.metrics import MAIN_METRIC, check_metric, evaluate
 from leanml.models import TabularModel, build_model, model_spec, save_model
 from leanml.models.predict import to_predictions
 from leanml.training import checkpoint
@@ -316,13 +316,8 @@ def _device(name: str) -> torch.device:
 def _check_config(config: Config, task: str, train_rows: int, validation_rows: int) -> str:
     """Checks that need the data's task and sizes; return the monitored metric."""
     tc = config.train
-    allowed = (*task_metrics(task), "loss")
     monitor = (tc.early_stopping.metric if tc.early_stopping else None) or MAIN_METRIC[task]
-    if monitor not in allowed:
-        raise ConfigError(
-            f"train.early_stopping.metric: {monitor!r} is not a metric of a {task} task; "
-            f"use one of {', '.join(allowed)}"
-        )
+    check_metric(task, monitor, "train.early_stopping.metric", also=("loss",))
     if train_rows == 0:
         raise DataError("the training split is empty: check data.split and the data-quality report")
     if validation_rows == 0 and (tc.early_stopping or tc.schedule == "plateau"):

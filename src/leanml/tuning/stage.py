@@ -1,4 +1,4 @@
-"""The tune stage (SPEC §3.3): search the config's ``tune.space``, report, and bundle the best model.
+"""The tune stage: search the config's ``tune.space``, report, and bundle the best model.
 
 :func:`run_tune` reads top to bottom: check the space against the config, prepare the base data (which
 also tells the task, hence the default metric and its direction), run the study, write the reports,
@@ -22,8 +22,7 @@ from leanml.bundle import BundleError, BundleRef, ModelStore
 from leanml.bundle.artifact import CONFIG as BUNDLED_CONFIG
 from leanml.bundle.artifact import read_manifest
 from leanml.config import Config, with_section
-from leanml.errors import ConfigError
-from leanml.training import HIGHER_IS_BETTER, MAIN_METRIC, task_metrics
+from leanml.metrics import HIGHER_IS_BETTER, MAIN_METRIC, check_metric
 from leanml.training.stage import train_and_bundle
 from leanml.tuning.report import (
     TrialRow,
@@ -94,11 +93,7 @@ def run_tune(
     base = prepared_variant(config, files.variants, console=console)
     task = base.state().target.task
     metric = config.tune.metric or MAIN_METRIC[task]
-    if metric not in task_metrics(task):
-        raise ConfigError(
-            f"invalid config:\n  tune.metric: {metric!r} is not a metric of a {task} task; "
-            f"use one of {', '.join(task_metrics(task))}"
-        )
+    check_metric(task, metric, "tune.metric")
     direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
 
     run = run_study(config, space, files, metric, direction, resume=resume, console=console)

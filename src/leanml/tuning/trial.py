@@ -17,6 +17,7 @@ import optuna
 
 from leanml.config import parse_config
 from leanml.errors import LeanMLError
+from leanml.metrics import metric_problem
 from leanml.training import train_model
 from leanml.tuning.variants import prepared_variant, variant_id
 
@@ -80,8 +81,8 @@ def run_trial(task: TrialTask, trial: optuna.Trial) -> TrialOutcome:
     if value is None:
         return TrialOutcome(
             "failed",
-            reason=f"tune.metric: {task.metric!r} is not a metric of a {result.task} task "
-            f"(it has {', '.join(result.validation) or 'no validation rows'})",
+            reason=metric_problem(result.task, task.metric, "tune.metric")
+            or f"tune.metric: no validation {task.metric} (the validation split is empty)",
             epochs=epochs,
             variant=variant,
         )

@@ -1,0 +1,313 @@
+"""Analyze: reduce the training rows to a frozen :class:`~leanml.data.state.PreprocessState`.
+
+``fit_preprocessor`` runs streaming passes over a lazy frame: one pass for all statistics, preceded by
+one for outlier bounds when a column has an IQR or z-score rule (the bounds must be frozen before the
+statistics they change). The per-column expressions are those of :mod:`leanml.data.transform`, so the
+statistics are computed on exactly the values ``transform`` will see.
+"""
+
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from leanml.config import CategoricalColumn, ColumnSpec, DatetimeColumn, NumericColumn
+from leanml.data import convert
+from leanml.data.io import collect_each
+from leanml.data.state import (
+    CategoricalState,
+    DatetimeOutput,
+    DatetimeState,
+    NumericState,
+    OutlierState,
+    PreprocessState,
+    ScaleState,
+    TargetState,
+)
+from leanml.data.stats import Moments, ValueCounts, moment_exprs, moments_from_row, value_counts_query
+from leanml.data.transform import (
+    AnyState,
+    Frame,
+    check_columns,
+    convert_exprs,
+    handled_column,
+    outlier_exprs,
+    outlier_flag,
+    part_column,
+    value_column,
+)
+from leanml.errors import DataError
+
+
+def fit_preprocessor(
+    frame: Frame, columns: Mapping[str, ColumnSpec], target: TargetState, null_values: Sequence[str]
+) -> PreprocessState:
+    """Analyze the training rows: compute and freeze every statistic ``transform`` needs.
+
+    ``frame`` holds training rows only (the split happens before this). Raises :class:`DataError` when a
+    configured column is absent, or has no usable value in the training rows.
+    """
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    check_columns(schema, columns, None)
+    nulls = list(null_values)
+    active = {name: spec for name, spec in columns.items() if spec.type != "ignore"}
+    active = _with_datetime_formats(lazy, schema, active, nulls)
+    stage1 = lazy.with_columns(
+        [
+            expr
+            for name, spec in active.items()
+            for expr in convert_exprs(name, spec.type, schema[name], nulls, getattr(spec, "format", None))
+        ]
+    )
+    outliers = _fit_outliers(stage1, active, in_memory=isinstance(frame, pl.DataFrame))
+
+    stage2_exprs: list[pl.Expr] = []
+    for name, spec in active.items():
+        if isinstance(spec, NumericColumn):
+            stage2_exprs += outlier_exprs(name, outliers.get(name), "train")
+        elif isinstance(spec, DatetimeColumn):
+            stage2_exprs.append(convert.epoch_seconds(pl.col(value_column(name))).alias(handled_column(name)))
+        else:
+            stage2_exprs.append(pl.col(value_column(name)).alias(handled_column(name)))
+    stage2 = stage1.with_columns(stage2_exprs)
+    part_exprs = [
+        convert.datetime_part(convert.from_epoch_seconds(pl.col(handled_column(name))), part).alias(
+            part_column(name, part)
+        )
+        for name, spec in active.items()
+        if isinstance(spec, DatetimeColumn)
+        for part in spec.parts
+    ]
+    drop_reasons = [pl.col(outlier_flag(name)) for name, rule in outliers.items() if rule.action == "drop"]
+    kept = stage2.with_columns(part_exprs)
+    if drop_reasons:
+        kept = kept.filter(~pl.any_horizontal(drop_reasons))
+
+    aggregates: list[pl.Expr] = [pl.len().alias("__rows")]
+    counted: list[str] = []
+    for name, spec in active.items():
+        if isinstance(spec, CategoricalColumn):
+            counted.append(name)
+            continue
+        aggregates += moment_exprs(handled_column(name), f"{name}|")
+        if spec.impute in ("median", "most_frequent"):
+            counted.append(name)
+        if isinstance(spec, DatetimeColumn):
+            for part in spec.parts:
+                aggregates += moment_exprs(part_column(name, part), f"{name}|{part}|")
+    queries = [kept.select(aggregates)] + [value_counts_query(kept, handled_column(n)) for n in counted]
+    results = _collect(queries, in_memory=isinstance(frame, pl.DataFrame))
+    row = results[0].row(0, named=True)
+    rows = int(row["__rows"])
+    if rows == 0:
+        raise DataError("no training rows are left to fit on (after splitting and cleaning)")
+    counts = {name: ValueCounts.from_frame(res) for name, res in zip(counted, results[1:], strict=True)}
+
+    states: list[AnyState] = []
+    for name, spec in active.items():
+        if isinstance(spec, NumericColumn):
+            states.append(
+                _numeric_state(
+                    name, spec, rows, moments_from_row(row, f"{name}|"), counts.get(name), outliers.get(name)
+                )
+            )
+        elif isinstance(spec, CategoricalColumn):
+            states.append(_categorical_state(name, spec, rows, counts[name]))
+        else:
+            part_moments = {p: moments_from_row(row, f"{name}|{p}|") for p in spec.parts}
+            states.append(
+                _datetime_state(
+                    name, spec, rows, moments_from_row(row, f"{name}|"), counts.get(name), part_moments
+                )
+            )
+    ignored = [name for name, spec in columns.items() if spec.type == "ignore"]
+    return PreprocessState(
+        null_values=nulls, target=target, columns=states, ignored=ignored, training_rows=rows
+    )
+
+
+def _fit_outliers(
+    frame: pl.LazyFrame, active: Mapping[str, ColumnSpec], in_memory: bool
+) -> dict[str, OutlierState]:
+    rules = {n: s.outliers for n, s in active.items() if isinstance(s, NumericColumn) and s.outliers}
+    if not rules:
+        return {}
+    zscore = [n for n, r in rules.items() if r.method == "zscore"]
+    iqr = [n for n, r in rules.items() if r.method == "iqr"]
+    queries: list[pl.LazyFrame] = []
+    if zscore:
+        queries.append(frame.select([e for n in zscore for e in moment_exprs(value_column(n), f"{n}|")]))
+    queries += [value_counts_query(frame, value_column(n)) for n in iqr]
+    results = _collect(queries, in_memory)
+    moments_row = results.pop(0).row(0, named=True) if zscore else {}
+    quartiles = dict(zip(iqr, results, strict=True))
+
+    states: dict[str, OutlierState] = {}
+    for name, rule in rules.items():
+        lower, upper = rule.min, rule.max
+        if rule.method == "zscore":
+            m = moments_from_row(moments_row, f"{name}|")
+            _require_values(name, m.count)
+            lower, upper = m.mean - rule.k * m.std, m.mean + rule.k * m.std
+        elif rule.method == "iqr":
+            vc = ValueCounts.from_frame(quartiles[name])
+            _require_values(name, vc.total)
+            q1, q3 = vc.quantile(0.25), vc.quantile(0.75)
+            lower, upper = q1 - rule.k * (q3 - q1), q3 + rule.k * (q3 - q1)
+        states[name] = OutlierState(
+            method=rule.method, lower=lower, upper=upper, action=rule.action, serving=rule.serving
+        )
+    return states
+
+
+FORMAT_SAMPLE_ROWS = 2000
+
+
+def _with_datetime_formats(
+    frame: pl.LazyFrame, schema: pl.Schema, active: dict[str, ColumnSpec], nulls: list[str]
+) -> dict[str, ColumnSpec]:
+    """Datetime specs of text columns get the format inferred from their first values when none is set."""
+    result = dict(active)
+    for name, spec in active.items():
+        if isinstance(spec, DatetimeColumn) and spec.format is None and schema[name] == pl.String:
+            text = pl.col(name).str.strip_chars()
+            sample = (
+                frame.select(text.alias(name))
+                .filter(text.is_not_null() & text.is_in(nulls).not_())
+                .head(FORMAT_SAMPLE_ROWS)
+                .collect()[name]
+            )
+            fmt = convert.infer_datetime_format(sample)
+            if fmt is not None:
+                result[name] = spec.model_copy(update={"format": fmt})
+    return result
+
+
+def _collect(queries: list[pl.LazyFrame], in_memory: bool) -> list[pl.DataFrame]:
+    """Run the analyze queries: together over rows already in memory (shared work), one at a time over a
+    scan (a shared scan would be cached, i.e. loaded)."""
+    if in_memory:
+        return pl.collect_all(queries, engine="streaming")
+    return collect_each(queries)
+
+
+def _require_values(name: str, count: int) -> None:
+    if count == 0:
+        raise DataError(
+            f"column '{name}': no usable value in the training rows (all missing or not convertible); "
+            f"fix the data or set 'columns.{name}.type: ignore'"
+        )
+
+
+def _fit_scale(method: str, moments: Moments) -> ScaleState:
+    if method == "standard":
+        std = moments.std
+        # scikit-learn's _handle_zeros_in_scale: a constant feature is left centred, not divided by ~0.
+        return ScaleState(
+            method="standard", offset=moments.mean, divisor=std if std > 10 * np.finfo(float).eps else 1.0
+        )
+    if method == "minmax":
+        span = moments.max - moments.min
+        return ScaleState(
+            method="minmax", offset=moments.min, divisor=span if span > 10 * np.finfo(float).eps else 1.0
+        )
+    return ScaleState(method="none")
+
+
+def _numeric_fill(
+    name: str, impute: str, moments: Moments, counts: ValueCounts | None, constant: float | None
+) -> float:
+    if impute == "constant":
+        assert constant is not None
+        return float(constant)
+    _require_values(name, moments.count)
+    if impute == "mean":
+        return moments.mean
+    assert counts is not None
+    return float(counts.median() if impute == "median" else counts.mode())
+
+
+def _numeric_state(
+    name: str,
+    spec: NumericColumn,
+    rows: int,
+    moments: Moments,
+    counts: ValueCounts | None,
+    outliers: OutlierState | None,
+) -> NumericState:
+    fill = _numeric_fill(name, spec.impute, moments, counts, spec.fill_value)
+    imputed = moments.with_constant(fill, rows - moments.count)
+    return NumericState(
+        name=name,
+        impute=spec.impute,
+        fill=fill,
+        indicator=spec.missing_indicator,
+        scale=_fit_scale(spec.scale, imputed),
+        outliers=outliers,
+        observed_min=imputed.min,
+        observed_max=imputed.max,
+    )
+
+
+def _categorical_state(
+    name: str, spec: CategoricalColumn, rows: int, counts: ValueCounts
+) -> CategoricalState:
+    if spec.impute == "most_frequent":
+        _require_values(name, counts.total)
+        fill = str(counts.mode())
+    else:
+        fill = spec.fill_value
+    imputed = counts.merge(ValueCounts([fill], [rows - counts.total])) if rows > counts.total else counts
+    threshold = 0.0
+    if spec.min_frequency is not None:
+        threshold = spec.min_frequency if isinstance(spec.min_frequency, int) else spec.min_frequency * rows
+    frequent = [v for v, c in zip(imputed.values, imputed.counts, strict=True) if c >= threshold]
+    rare = [v for v, c in zip(imputed.values, imputed.counts, strict=True) if c < threshold]
+    return CategoricalState(
+        name=name,
+        impute=spec.impute,
+        fill=fill,
+        indicator=spec.missing_indicator,
+        categories=[str(v) for v in frequent],
+        infrequent=[str(v) for v in rare],
+        handle_unknown=spec.handle_unknown,
+    )
+
+
+def _datetime_state(
+    name: str,
+    spec: DatetimeColumn,
+    rows: int,
+    moments: Moments,
+    counts: ValueCounts | None,
+    part_moments: Mapping[str, Moments],
+) -> DatetimeState:
+    fill = _numeric_fill(name, spec.impute, moments, counts, None)
+    missing = rows - moments.count
+    outputs = []
+    if spec.epoch:
+        outputs.append(
+            DatetimeOutput(part="epoch", scale=_fit_scale(spec.scale, moments.with_constant(fill, missing)))
+        )
+    moment = convert.from_epoch_seconds(pl.lit(fill, dtype=pl.Float64))
+    for part in spec.parts:
+        fill_part = float(pl.select(convert.datetime_part(moment, part)).item())
+        imputed = part_moments[part].with_constant(fill_part, missing)
+        outputs.append(DatetimeOutput(part=part, scale=_fit_scale(spec.scale, imputed)))
+    imputed_epoch = moments.with_constant(fill, missing)
+    return DatetimeState(
+        name=name,
+        format=spec.format,
+        impute=spec.impute,
+        fill_epoch=fill,
+        indicator=spec.missing_indicator,
+        outputs=outputs,
+        observed_min=imputed_epoch.min,
+        observed_max=imputed_epoch.max,
+    )
+
+

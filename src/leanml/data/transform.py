@@ -1,0 +1,362 @@
+"""Transform: frozen preprocessing statistics turned back into Polars expressions.
+
+``annotate`` and ``transform`` turn a :class:`PreprocessState` (fitted by
+:func:`leanml.data.fit.fit_preprocessor`) into expressions, so the same description runs over a lazy scan of a
+file larger than memory, an in-memory frame, or a single JSON record.
+
+The per-column order is fixed: convert the raw value → handle outliers → impute → scale / encode.
+Scaling statistics are those of the *imputed* column, exactly as a scikit-learn
+``SimpleImputer`` → ``StandardScaler`` pipeline computes them.
+
+``mode`` says whose rules apply: ``"train"`` drops rows whose outliers have ``action: drop``;
+``"serve"`` applies the column's serving policy (clip, flag or reject) to such rows instead and rejects
+unseen categories of columns with ``handle_unknown: error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from leanml.config import ColumnSpec
+from leanml.data import convert
+from leanml.data.state import (
+    CategoricalState,
+    DatetimeState,
+    NumericState,
+    OutlierState,
+    PreprocessState,
+    ScaleState,
+    feature_names,
+)
+from leanml.errors import DataError
+
+Mode = Literal["train", "serve"]
+REASON = "__reason"
+FLAGS = "__flags"
+AnyState = NumericState | CategoricalState | DatetimeState
+Frame = pl.LazyFrame | pl.DataFrame
+
+
+# Names of the intermediate columns added by ``annotate``; the "__" prefix is reserved for them.
+def value_column(name: str) -> str:
+    return f"__v:{name}"
+
+
+def missing_column(name: str) -> str:
+    return f"__miss:{name}"
+
+
+def invalid_flag(name: str) -> str:
+    return f"__inv:{name}"
+
+
+def outlier_flag(name: str) -> str:
+    return f"__out:{name}"
+
+
+def handled_column(name: str) -> str:
+    return f"__h:{name}"
+
+
+def part_column(name: str, part: str) -> str:
+    return f"__p:{name}:{part}"
+
+
+def feature_column(feature: str) -> str:
+    """Name of a feature's column in an annotated frame (kept apart from the raw column of that name)."""
+    return f"__f:{feature}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: convert raw values
+# --------------------------------------------------------------------------------------------------
+def convert_exprs(
+    name: str, kind: str, dtype: pl.DataType, null_values: list[str], fmt: str | None = None
+) -> list[pl.Expr]:
+    if kind == "numeric":
+        converted = convert.to_number(name, dtype, null_values)
+    elif kind == "categorical":
+        converted = convert.to_category(name, dtype, null_values)
+    else:
+        converted = convert.to_datetime(name, dtype, null_values, fmt)
+    return [
+        converted.value.alias(value_column(name)),
+        converted.missing.fill_null(True).alias(missing_column(name)),
+        converted.invalid.fill_null(False).alias(invalid_flag(name)),
+    ]
+
+
+def _input_dtype(schema: pl.Schema, name: str) -> pl.DataType:
+    # A column absent from a request or record is all-null; the validator reports it when required.
+    return schema.get(name, pl.Null)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 2: outliers and other row rules
+# --------------------------------------------------------------------------------------------------
+def effective_action(rule: OutlierState, mode: Mode) -> str:
+    """What happens to a value outside the bounds: clip, null, drop, flag or reject."""
+    if rule.action != "drop":
+        return rule.action
+    return "drop" if mode == "train" else rule.serving
+
+
+def outlier_exprs(name: str, rule: OutlierState | None, mode: Mode) -> list[pl.Expr]:
+    value = pl.col(value_column(name))
+    if rule is None:
+        return [pl.lit(False).alias(outlier_flag(name)), value.alias(handled_column(name))]
+    flagged = pl.lit(False)
+    if rule.lower is not None:
+        flagged = flagged | (value < rule.lower)
+    if rule.upper is not None:
+        flagged = flagged | (value > rule.upper)
+    flagged = flagged.fill_null(False)
+    action = effective_action(rule, mode)
+    if action == "clip":
+        handled = value.clip(rule.lower, rule.upper)
+    elif action == "null":
+        handled = pl.when(flagged).then(None).otherwise(value)
+    else:
+        handled = value
+    return [flagged.alias(outlier_flag(name)), handled.alias(handled_column(name))]
+
+
+def rejection_rules(states: Sequence[AnyState], mode: Mode) -> list[tuple[str, str, pl.Expr]]:
+    """Per column, the conditions (over an annotated frame) that drop a row (train) or reject it (serve).
+
+    Each entry is ``(column, reason, condition)``; the reason reads ``outlier:COL`` or
+    ``unseen_category:COL``. ``annotate`` uses the first that holds as ``__reason``; the server's
+    validator reports every one of them.
+    """
+    rules: list[tuple[str, str, pl.Expr]] = []
+    for state in states:
+        rule = state.outliers if isinstance(state, NumericState) else None
+        if rule is not None and effective_action(rule, mode) in ("drop", "reject"):
+            rules.append((state.name, f"outlier:{state.name}", pl.col(outlier_flag(state.name))))
+        if isinstance(state, CategoricalState) and state.handle_unknown == "error" and mode == "serve":
+            rules.append((state.name, f"unseen_category:{state.name}", unseen_expr(state)))
+    return rules
+
+
+def _row_rules(states: Sequence[AnyState], mode: Mode) -> tuple[pl.Expr, pl.Expr]:
+    """The reason a row is dropped (train) or rejected (serve), and the columns flagged, per row."""
+    reasons = [
+        pl.when(condition).then(pl.lit(reason)) for _, reason, condition in rejection_rules(states, mode)
+    ]
+    flags = [
+        pl.when(pl.col(outlier_flag(state.name))).then(pl.lit(state.name))
+        for state in states
+        if isinstance(state, NumericState)
+        and state.outliers is not None
+        and effective_action(state.outliers, mode) == "flag"
+    ]
+    reason = pl.coalesce(reasons) if reasons else pl.lit(None, dtype=pl.String)
+    if flags:
+        joined = pl.concat_str(flags, separator=",", ignore_nulls=True)
+        flag = pl.when(joined == "").then(None).otherwise(joined)
+    else:
+        flag = pl.lit(None, dtype=pl.String)
+    return reason.alias(REASON), flag.alias(FLAGS)
+
+
+def unseen_expr(state: CategoricalState) -> pl.Expr:
+    handled = pl.col(handled_column(state.name))
+    return handled.is_not_null() & handled.is_in([*state.categories, *state.infrequent]).not_()
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 3: impute, scale, encode
+# --------------------------------------------------------------------------------------------------
+def _scaled(expr: pl.Expr, scale: ScaleState) -> pl.Expr:
+    if scale.method == "none":
+        return expr
+    return (expr - scale.offset) / scale.divisor
+
+
+def _feature_exprs(state: AnyState) -> list[pl.Expr]:
+    handled = pl.col(handled_column(state.name))
+    names = feature_names(state)
+    exprs: list[pl.Expr]
+    if isinstance(state, NumericState):
+        exprs = [_scaled(handled.fill_null(state.fill), state.scale)]
+    elif isinstance(state, CategoricalState):
+        filled = handled.fill_null(state.fill)
+        exprs = [(filled == category).cast(pl.Float64) for category in state.categories]
+        if state.infrequent:
+            exprs.append(filled.is_in(state.infrequent).cast(pl.Float64))
+    else:
+        seconds = handled.fill_null(state.fill_epoch)
+        moment = convert.from_epoch_seconds(seconds)
+        exprs = [
+            _scaled(seconds if out.part == "epoch" else convert.datetime_part(moment, out.part), out.scale)
+            for out in state.outputs
+        ]
+    if state.indicator:
+        exprs.append(handled.is_null().cast(pl.Float64))
+    return [e.cast(pl.Float64).alias(feature_column(n)) for e, n in zip(exprs, names, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Public: annotate and transform
+# --------------------------------------------------------------------------------------------------
+def annotate(frame: Frame, state: PreprocessState, mode: Mode = "serve") -> pl.LazyFrame:
+    """Add every intermediate column, the features, ``__reason`` and ``__flags`` to a frame (lazily).
+
+    ``__reason`` is null for a row that is kept and names the rule otherwise (``outlier:dep_delay``);
+    ``__flags`` lists the columns whose serving policy is ``flag`` and whose value was outside its bounds.
+    """
+    lazy = frame.lazy()
+    return apply_stages(lazy, annotation_stages(lazy.collect_schema(), state, mode))  # type: ignore[return-value]
+
+
+Stages = tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]
+
+
+def annotation_stages(schema: pl.Schema, state: PreprocessState, mode: Mode) -> Stages:
+    """The expressions of :func:`annotate` for input columns of ``schema``: convert, handle, features.
+
+    They depend only on the state, the mode and the input dtypes, so a server builds them once per
+    input schema and reuses them for every batch (see :func:`apply_stages`).
+    """
+    fmt = {c.name: c.format for c in state.columns if isinstance(c, DatetimeState)}
+    stage1 = [
+        expr
+        for c in state.columns
+        for expr in convert_exprs(
+            c.name, c.type, _input_dtype(schema, c.name), state.null_values, fmt.get(c.name)
+        )
+    ]
+    stage2: list[pl.Expr] = []
+    for c in state.columns:
+        if isinstance(c, NumericState):
+            stage2 += outlier_exprs(c.name, c.outliers, mode)
+        elif isinstance(c, DatetimeState):
+            stage2 += [
+                pl.lit(False).alias(outlier_flag(c.name)),
+                convert.epoch_seconds(pl.col(value_column(c.name))).alias(handled_column(c.name)),
+            ]
+        else:
+            stage2 += [
+                pl.lit(False).alias(outlier_flag(c.name)),
+                pl.col(value_column(c.name)).alias(handled_column(c.name)),
+            ]
+    stage3 = [*(e for c in state.columns for e in _feature_exprs(c)), *_row_rules(state.columns, mode)]
+    return stage1, stage2, stage3
+
+
+def apply_stages(frame: Frame, stages: Stages) -> Frame:
+    """Apply the three stages of :func:`annotation_stages` (lazily to a lazy frame, eagerly to a frame)."""
+    stage1, stage2, stage3 = stages
+    return frame.with_columns(stage1).with_columns(stage2).with_columns(stage3)
+
+
+def transform(
+    frame: Frame, state: PreprocessState, *, mode: Mode = "serve", keep: Iterable[str] = ()
+) -> Frame:
+    """Model inputs for each row: ``keep`` columns, then the features, then ``__reason`` and ``__flags``.
+
+    Returns the same kind of frame it was given (lazy in, lazy out). Rows are never removed here: a row
+    whose ``__reason`` is set would be dropped in training or rejected in serving, and the caller decides.
+    """
+    features = [pl.col(feature_column(n)).alias(n) for n in state.feature_names]
+    out = annotate(frame, state, mode).select([*keep, *features, REASON, FLAGS])
+    return out if isinstance(frame, pl.LazyFrame) else out.collect()
+
+
+def transform_records(
+    records: Sequence[Mapping[str, Any]], state: PreprocessState, mode: Mode = "serve"
+) -> pl.DataFrame:
+    """Transform JSON-like records (one dict per row) with the same expressions as a frame."""
+    return transform(records_frame(records, [c.name for c in state.columns]), state, mode=mode)  # type: ignore[return-value]
+
+
+def records_frame(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
+    """A frame with one column per name from JSON-like records; a key absent from a record is null."""
+    return columns_frame({name: [record.get(name) for record in records] for name in columns}, len(records))
+
+
+def columns_frame(columns: Mapping[str, Sequence[Any]], height: int) -> pl.DataFrame:
+    """A frame from lists of JSON-like values per column; a column of mixed types becomes text."""
+    data: dict[str, pl.Series] = {}
+    for name, values in columns.items():
+        try:
+            series = pl.Series(name, values, strict=True)
+        except (TypeError, pl.exceptions.PolarsError, OverflowError):
+            series = pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
+        data[name] = series
+    return pl.DataFrame(data, height=height)
+
+
+def invalid_column(name: str) -> str:
+    """Name of the flag column (in an annotated frame) that marks values of ``name`` not convertible."""
+    return invalid_flag(name)
+
+
+def feature_matrix(frame: pl.DataFrame, state: PreprocessState, dtype: Any = np.float64) -> np.ndarray:
+    """The feature columns of a transformed frame as one C-contiguous 2-D array."""
+    return to_matrix(frame.select(state.feature_names), dtype)
+
+
+def to_matrix(frame: pl.DataFrame, dtype: Any = np.float32) -> np.ndarray:
+    """Every column of ``frame`` as one C-contiguous 2-D array of ``dtype`` (cast by Polars, row-major
+    as ONNX Runtime and PyTorch want it: several times faster than converting the numpy array)."""
+    target = pl.Float32 if np.dtype(dtype) == np.float32 else pl.Float64
+    return frame.select(pl.all().cast(target)).to_numpy(order="c")
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyze
+# --------------------------------------------------------------------------------------------------
+def check_columns(schema: pl.Schema, columns: Mapping[str, ColumnSpec], target: str | None) -> None:
+    """Raise a :class:`DataError` naming every configured column the data does not have."""
+    missing = [name for name in columns if name not in schema]
+    if target is not None and target not in schema:
+        missing.insert(0, target)
+    if missing:
+        raise DataError(
+            f"column(s) {', '.join(repr(m) for m in missing)} are in the config but not in the data; "
+            f"the data has: {', '.join(schema.names())}"
+        )
+
+
+def check_reserved(schema: pl.Schema) -> None:
+    """Raise a :class:`DataError` when raw data uses the ``__`` prefix leanml keeps for its own columns."""
+    reserved = [name for name in schema.names() if name.startswith("__")]
+    if reserved:
+        raise DataError(f"column names starting with '__' are reserved for leanml: {', '.join(reserved)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Quality counts (used by the prepare stage's report)
+# --------------------------------------------------------------------------------------------------
+QUALITY_METRICS = ("missing", "invalid", "outliers", "clipped", "flagged", "imputed", "unseen", "infrequent")
+
+
+def quality_exprs(state: PreprocessState, mode: Mode) -> list[pl.Expr]:
+    """Aggregations over an annotated frame giving, per column, the counts of :data:`QUALITY_METRICS`.
+
+    Result columns are named ``column|metric``.
+    """
+    exprs: list[pl.Expr] = []
+    for c in state.columns:
+        name = c.name
+        handled = pl.col(handled_column(name))
+        outlier = pl.col(outlier_flag(name))
+        action = effective_action(c.outliers, mode) if isinstance(c, NumericState) and c.outliers else None
+        zero = pl.lit(0, dtype=pl.UInt32)
+        metrics = {
+            "missing": pl.col(missing_column(name)).sum(),
+            "invalid": pl.col(invalid_flag(name)).sum(),
+            "outliers": outlier.sum(),
+            "clipped": outlier.sum() if action == "clip" else zero,
+            "flagged": outlier.sum() if action == "flag" else zero,
+            "imputed": handled.is_null().sum(),
+            "unseen": unseen_expr(c).sum() if isinstance(c, CategoricalState) else zero,
+            "infrequent": handled.is_in(c.infrequent).sum() if isinstance(c, CategoricalState) else zero,
+        }
+        exprs += [expr.cast(pl.Int64).alias(f"{name}|{metric}") for metric, expr in metrics.items()]
+    return exprs
