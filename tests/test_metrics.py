@@ -129,3 +129,28 @@ def test_improvement_respects_direction_and_min_delta() -> None:
     assert is_improvement("rmse", 1.0, 2.0)
     assert not is_improvement("loss", 2.0, 1.0)
     assert not is_improvement("accuracy", math.nan, 0.5)
+
+
+def test_classify_gives_labels_and_probability_matrix() -> None:
+    from leanml.metrics import classify
+
+    classes, probabilities = classify("binary", np.array([0.2, 0.5, 0.9]))
+    assert classes.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(probabilities, [[0.8, 0.2], [0.5, 0.5], [0.1, 0.9]])
+    classes, probabilities = classify("multiclass", np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]]))
+    assert classes.tolist() == [1, 0] and probabilities.shape == (2, 3)
+    with pytest.raises(ValueError, match="regression"):
+        classify("regression", np.zeros(2))
+
+
+def test_one_metric_rule_names_the_key() -> None:
+    from leanml.errors import ConfigError
+    from leanml.metrics import check_metric, metric_problem
+
+    assert metric_problem("binary", "roc_auc", "tune.metric") is None
+    assert metric_problem("regression", "loss", "train.early_stopping.metric", also=("loss",)) is None
+    problem = metric_problem("regression", "roc_auc", "shrink.metric")
+    assert problem is not None
+    assert problem.startswith("shrink.metric: 'roc_auc' is not a metric of a regression")
+    with pytest.raises(ConfigError, match=r"tune\.metric: 'rmse' is not a metric of a binary task; use one"):
+        check_metric("binary", "rmse", "tune.metric")
