@@ -36,6 +36,7 @@ def test_train_writes_a_complete_bundle(trained: dict[str, Any]) -> None:
         "model.json",
         "model.onnx",
         "model.safetensors",
+        "pipeline.onnx",
         "preprocess.json",
         "reference.parquet",
     ]
@@ -44,6 +45,9 @@ def test_train_writes_a_complete_bundle(trained: dict[str, Any]) -> None:
     for name, digest in manifest["files"].items():
         assert sha256_file(ref.path / name) == digest
     assert manifest["task"] == "binary" and manifest["labels"] == [False, True]
+    pipeline = manifest["pipeline"]
+    assert [i["name"] for i in pipeline["inputs"]] == [c["name"] for c in manifest["input_schema"]]
+    assert pipeline["missing"]["STRING"] == "" and "unseen_category:carrier" in pipeline["problems"]
     assert manifest["metrics"]["test"]["accuracy"] > 0.8
     assert manifest["lineage"]["data_fingerprint"] and manifest["lineage"]["config_hash"]
     schema = {c["name"]: c for c in manifest["input_schema"]}

@@ -7,14 +7,16 @@ Files::
     preprocess.json     the frozen preprocessing state
     model.json          the model spec (architecture and sizes)
     model.safetensors   the weights
-    model.onnx          the graph served by ONNX Runtime (fp32, or int8 after shrinking)
+    model.onnx          the exported network (fp32, or int8 after shrinking)
+    pipeline.onnx       the serving graph: preprocessing + network + output head, raw columns to answers
     reference.parquet   raw training rows with the outputs the bundle must reproduce
     config.json         the resolved config that produced it
     drift.json          the training distribution of each input, for drift monitoring
 
-Loading verifies every checksum, refuses manifests from a newer format, rebuilds the model from JSON and
-safetensors (never unpickling anything) and replays the reference rows: a bundle that no longer
-reproduces its own outputs is refused.
+Loading verifies every checksum, refuses manifests from a newer format, checks that the weights are
+safetensors (never unpickling anything; the PyTorch model itself is rebuilt only when asked for) and
+replays the reference rows through the network and through ``pipeline.onnx``: a bundle that no longer
+reproduces its own outputs is refused. Tolerances follow the outputs' scale (see :func:`tolerance`).
 """
 
 from __future__ import annotations
@@ -26,31 +28,39 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 import onnxruntime
 import polars as pl
-import torch
+from safetensors import safe_open
 
 from leanml._version import __version__
-from leanml.bundle.runtime import OnnxRuntime, Runtime, TorchRuntime, is_int8, scores
+from leanml.bundle import graph
+from leanml.bundle.runtime import OnnxRuntime, PipelineRuntime, Runtime, TorchRuntime, is_int8, scores
 from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
 from leanml.data.state import PreprocessState
 from leanml.errors import DataError, LeanMLError, require_format_version
 from leanml.files import atomic_path, write_json
 from leanml.metrics import classify
-from leanml.models import export_onnx, load_model, save_model
+
+if TYPE_CHECKING:
+    import torch
 
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PREPROCESS = "preprocess.json"
 MODEL_ONNX = "model.onnx"
+PIPELINE_ONNX = "pipeline.onnx"
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
 REFERENCE = "reference.parquet"
 CONFIG = "config.json"
 DRIFT = "drift.json"
 REFERENCE_ROWS = 256
 REPLAY_ATOL = 1e-4
+"""Agreement asked of two runtimes, relative to the outputs' scale (see :func:`tolerance`)."""
 PREDICTION = "prediction"
 
 
@@ -81,6 +91,8 @@ class BundleInputs:
 
 def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
     """Write every bundle file into ``directory`` (a fresh folder the caller moves into place)."""
+    from leanml.models import export_onnx, save_model
+
     directory.mkdir(parents=True, exist_ok=False)
     inputs.state.save(directory / PREPROCESS)
     save_model(inputs.model, inputs.spec, directory)
@@ -89,6 +101,9 @@ def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
     else:
         with atomic_path(directory / MODEL_ONNX) as tmp:
             tmp.write_bytes(inputs.onnx_model)
+    pipeline = graph.build_pipeline(inputs.state, directory / MODEL_ONNX, inputs.spec)
+    with atomic_path(directory / PIPELINE_ONNX) as tmp:
+        onnx.save(pipeline, str(tmp))
     if inputs.config is not None:
         write_json(directory / CONFIG, inputs.config)
     if inputs.drift is not None:
@@ -109,10 +124,11 @@ def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": {
             "leanml": __version__,
-            "torch": torch.__version__,
+            "torch": _torch_version(),
             "onnxruntime": onnxruntime.__version__,
             "python": sys.version.split()[0],
         },
+        "pipeline": graph.manifest_entry(inputs.state),
         "task": inputs.state.target.task,
         "target": inputs.state.target.name,
         "labels": inputs.state.target.labels,
@@ -131,20 +147,57 @@ def write_bundle(directory: Path, inputs: BundleInputs, version: str) -> Path:
     return directory
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def tolerance(expected: np.ndarray) -> float:
+    """How far a replay may stray from ``expected``: :data:`REPLAY_ATOL` times the outputs' scale.
+
+    Probabilities lie in [0, 1], so this is 1e-4 for them. A regression model answering in the target's
+    units (prices around 5,000, where float32 steps are about 5e-4) gets a bound scaled to its outputs,
+    so a good graph is not refused for float32 rounding on another CPU.
+    """
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 1.0
+    return REPLAY_ATOL * max(1.0, scale)
+
+
 def _reference_table(inputs: BundleInputs, directory: Path) -> pl.DataFrame:
-    """The reference rows with the outputs of both runtimes; the runtimes must agree with each other."""
+    """The reference rows with the outputs of every runtime; the runtimes must agree with each other."""
     rows = inputs.reference_rows.head(REFERENCE_ROWS)
     features = _features(rows, inputs.state)
     onnx_out = scores(OnnxRuntime(directory / MODEL_ONNX, threads=1).outputs(features), inputs.spec)
     torch_out = scores(TorchRuntime(inputs.model).outputs(features), inputs.spec)
-    if inputs.onnx_model is None and not np.allclose(onnx_out, torch_out, atol=REPLAY_ATOL):
-        gap = float(np.abs(onnx_out - torch_out).max())
-        raise BundleError(
-            f"the exported ONNX graph disagrees with the PyTorch model (max difference {gap:.2e})"
-        )
-    return rows.with_columns(
-        *_score_columns("__expected_onnx", onnx_out), *_score_columns("__expected_torch", torch_out)
+    if inputs.onnx_model is None:
+        _require_agreement(onnx_out, torch_out, "the exported ONNX graph disagrees with the PyTorch model")
+    pipeline = PipelineRuntime(directory / PIPELINE_ONNX, threads=1)
+    pipeline_out = pipeline_scores(pipeline, rows, inputs.state)
+    _require_agreement(
+        pipeline_out, onnx_out, f"{PIPELINE_ONNX} disagrees with the Polars preprocessing and {MODEL_ONNX}"
     )
+    return rows.with_columns(
+        *_score_columns("__expected_onnx", onnx_out),
+        *_score_columns("__expected_torch", torch_out),
+        *_score_columns("__expected_pipeline", pipeline_out),
+    )
+
+
+def _require_agreement(got: np.ndarray, expected: np.ndarray, message: str) -> None:
+    gap = float(np.abs(got.reshape(len(got), -1) - expected.reshape(len(expected), -1)).max(initial=0.0))
+    if not gap <= tolerance(expected):
+        raise BundleError(f"{message} (max difference {gap:.2e} > {tolerance(expected):.2e})")
+
+
+def pipeline_scores(pipeline: PipelineRuntime, frame: pl.DataFrame, state: PreprocessState) -> np.ndarray:
+    """What the serving graph predicts for raw rows, in :func:`scores`' shapes (float64)."""
+    outputs = pipeline.run(graph.graph_inputs(frame, state))
+    if state.target.task == "regression":
+        return outputs[graph.PREDICTION].astype(np.float64)
+    probabilities = outputs[graph.PROBABILITIES].astype(np.float64)
+    return probabilities[:, 1] if state.target.task == "binary" else probabilities
 
 
 def _score_columns(prefix: str, values: np.ndarray) -> list[pl.Series]:
@@ -199,16 +252,30 @@ class Bundle:
         path: Path,
         manifest: dict[str, Any],
         state: PreprocessState,
-        model: torch.nn.Module,
         spec: dict[str, Any],
         runtime: Runtime,
+        pipeline: PipelineRuntime,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.state = state
-        self.model = model
         self.spec = spec
         self.runtime = runtime
+        self.pipeline = pipeline
+        self._model = model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch model, rebuilt from ``model.json`` + ``model.safetensors`` on first use."""
+        if self._model is None:
+            from leanml.models import load_model
+
+            try:
+                self._model, _ = load_model(self.path)
+            except LeanMLError as exc:
+                raise BundleError(f"bundle '{self.path}': {exc}") from None
+        return self._model
 
     @property
     def name(self) -> str:
@@ -327,23 +394,50 @@ def load_bundle(path: str | Path, runtime: str = "onnx", threads: int | None = N
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
+    if runtime not in ("onnx", "torch"):
+        raise BundleError(f"runtime must be 'onnx' or 'torch', got {runtime!r}")
     try:
         state = PreprocessState.load(path / PREPROCESS)
-        model, spec = load_model(path)
+        spec = _read_spec(path)
     except LeanMLError as exc:
         raise BundleError(f"bundle '{path}': {exc}") from None
-    if runtime == "onnx":
-        try:
+    _check_weights(path)
+    try:
+        if runtime == "onnx":
             chosen: Runtime = OnnxRuntime(path / MODEL_ONNX, threads=threads)
-        except Exception as exc:  # onnxruntime raises its own exception types for malformed graphs
-            raise BundleError(f"bundle '{path}': {MODEL_ONNX} cannot be loaded: {exc}") from None
-    elif runtime == "torch":
-        chosen = TorchRuntime(model)
-    else:
-        raise BundleError(f"runtime must be 'onnx' or 'torch', got {runtime!r}")
-    bundle = Bundle(path, manifest, state, model, spec, chosen)
+        pipeline_source = path / PIPELINE_ONNX
+        if PIPELINE_ONNX in manifest["files"]:
+            pipeline = PipelineRuntime(pipeline_source, threads=threads)
+        else:  # made before the serving graph existed: compiled from the verified files, in memory
+            built = graph.build_pipeline(state, path / MODEL_ONNX, spec)
+            pipeline = PipelineRuntime(built.SerializeToString(), threads=threads)
+    except BundleError:
+        raise
+    except Exception as exc:  # onnxruntime and onnx raise their own exception types for malformed graphs
+        raise BundleError(f"bundle '{path}': a graph cannot be loaded: {exc}") from None
+    bundle = Bundle(path, manifest, state, spec, None, pipeline)  # type: ignore[arg-type]
+    bundle.runtime = chosen if runtime == "onnx" else TorchRuntime(bundle.model)
     replay_reference(bundle)
     return bundle
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads((path / MODEL_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle '{path}': cannot read {MODEL_JSON}: {exc}") from None
+    if not isinstance(spec, dict) or "task" not in spec or "n_outputs" not in spec:
+        raise BundleError(f"bundle '{path}': {MODEL_JSON} is not a model spec")
+    return spec
+
+
+def _check_weights(path: Path) -> None:
+    """Refuse weights that are not a readable safetensors file (e.g. a pickle), without PyTorch."""
+    try:
+        with safe_open(str(path / MODEL_WEIGHTS), framework="numpy") as weights:
+            list(weights.keys())
+    except Exception as exc:  # safetensors raises its own error types for a foreign or damaged file
+        raise BundleError(f"bundle '{path}': {MODEL_WEIGHTS} is not a safetensors file: {exc}") from None
 
 
 def reference_inputs(reference: pl.DataFrame) -> pl.DataFrame:
@@ -361,9 +455,18 @@ def replay_reference(bundle: Bundle) -> None:
         raise BundleError(f"bundle '{bundle.path}': {REFERENCE} holds no reference outputs")
     expected = reference.select(expected_cols).to_numpy()
     got = bundle.scores(bundle.features(raw)[0]).reshape(len(raw), -1)
+    _replayed(bundle, got, expected, bundle.runtime.name)
+    pipeline_cols = [c for c in reference.columns if c.startswith("__expected_pipeline_")]
+    # Bundles made before the serving graph hold no pipeline outputs: its graph must match the network's.
+    expected = reference.select(pipeline_cols or expected_cols).to_numpy()
+    got = pipeline_scores(bundle.pipeline, raw, bundle.state).reshape(len(raw), -1)
+    _replayed(bundle, got, expected, PIPELINE_ONNX)
+
+
+def _replayed(bundle: Bundle, got: np.ndarray, expected: np.ndarray, what: str) -> None:
     gap = float(np.abs(got - expected).max())
-    if not gap <= REPLAY_ATOL:
+    if not gap <= tolerance(expected):
         raise BundleError(
-            f"bundle '{bundle.path}': does not reproduce its reference outputs (max difference {gap:.2e} > "
-            f"{REPLAY_ATOL:g}); the preprocessing or the model changed"
+            f"bundle '{bundle.path}': does not reproduce its reference outputs through {what} (max "
+            f"difference {gap:.2e} > {tolerance(expected):.2e}); the preprocessing or the model changed"
         )

@@ -1,20 +1,25 @@
-"""Model runtimes: ONNX Runtime (the default for serving) and PyTorch (the fallback), one interface.
+"""Runtimes: the serving graph (``pipeline.onnx``), and the bare network in ONNX Runtime or PyTorch.
 
-A runtime maps a float32 feature matrix to the network's raw outputs (logits or values); ``scores`` turns
-those into probabilities or values with the same function training uses.
+:class:`PipelineRuntime` runs the whole serving graph: raw columns in, answers and per-row checks out. It
+is what the server runs. :class:`OnnxRuntime` and :class:`TorchRuntime` map a float32 feature matrix to
+the network's raw outputs (logits or values), for batch prediction over the Polars path and for checks;
+``scores`` turns those into probabilities or values with the same rule as training, in numpy.
+
+Nothing here imports PyTorch until a :class:`TorchRuntime` is made, so the serving process never does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from leanml.models import ONNX_INPUT
-from leanml.models.predict import to_predictions
+if TYPE_CHECKING:
+    import torch
+
+ONNX_INPUT = "features"  # the exported network's input (see leanml.models.export)
 
 
 class Runtime(Protocol):
@@ -27,22 +32,32 @@ class Runtime(Protocol):
         ...
 
 
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """CPU options sized for low latency at batch 1 and good throughput on batches."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning intra-op threads busy-wait between calls; in a server that idles between small batches
+    # they burned about a third of the CPU (bench/serve.py), so they sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _session(model: bytes | str | Path, threads: int | None) -> ort.InferenceSession:
+    source = model if isinstance(model, bytes) else str(model)
+    options = session_options(threads)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntime:
-    """ONNX Runtime on the CPU, sized for low latency at batch 1 and good throughput on batches."""
+    """The exported network in ONNX Runtime on the CPU."""
 
     name = "onnx"
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Spinning intra-op threads busy-wait between calls; in a server that idles between small batches
-        # they burned about a third of the CPU (bench/serve.py), so they sleep instead.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = _session(model, threads)
         self.output_name = self.session.get_outputs()[0].name
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
@@ -61,18 +76,45 @@ class TorchRuntime:
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
         """Forward pass on the CPU."""
+        import torch
+
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
             return self.model(tensor).numpy()
 
 
+class PipelineRuntime:
+    """The serving graph: one tensor per input column in, answers, ``problems`` and ``flags`` out."""
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
+        self.session = _session(model, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the graph for ``feed`` (see :func:`leanml.bundle.graph.graph_inputs`)."""
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+
+
 def scores(raw: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Predictions from raw network outputs, in :func:`leanml.models.predict.to_predictions`'s shapes.
 
-    ``binary``: ``[n]`` probability of class index 1; ``multiclass``: ``[n, K]``; ``regression``: ``[n]``.
+    ``binary``: ``[n]`` probability of class index 1 (sigmoid); ``multiclass``: ``[n, K]`` (softmax);
+    ``regression``: ``[n]``. Computed in float32 like the network, returned as float64.
     """
-    tensor = torch.from_numpy(np.asarray(raw, dtype=np.float32).reshape(len(raw), -1))
-    return to_predictions(spec["task"], tensor).numpy().astype(np.float64)
+    logits = np.asarray(raw, dtype=np.float32).reshape(len(raw), -1)
+    task = spec["task"]
+    with np.errstate(over="ignore"):
+        if task == "binary":
+            result = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        elif task == "multiclass":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            result = shifted / shifted.sum(axis=1, keepdims=True)
+        elif task == "regression":
+            result = logits[:, 0]
+        else:
+            raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
+    return result.astype(np.float64)
 
 
 def is_int8(onnx_model: bytes) -> bool:
