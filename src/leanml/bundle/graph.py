@@ -591,7 +591,8 @@ def build_pipeline(
     (binary: ``[1 - p, p]`` with ``p = sigmoid(logit)``; multiclass: softmax) and ``label_index`` ``[N]``
     INT64 (binary: ``p >= 0.5``, as :func:`leanml.metrics.predicted_classes`; multiclass: argmax);
     regression → ``prediction`` ``[N]`` FLOAT (the network already returns the target's units); then
-    ``problems`` and ``flags``, passed through from the preprocessing.
+    ``problems`` and ``flags``, passed through from the preprocessing, and ``features``, the model's
+    input (for drift monitoring).
     """
     network = _load_model(model)
     imports = {entry.domain: entry.version for entry in network.opset_import}
@@ -616,10 +617,12 @@ def build_pipeline(
         name="leanml_pipeline",
         producer_name="leanml",
     )
-    # Answers first, then the checks.
+    # Answers first, then the checks, then the features (the server's drift monitor counts them).
     outputs = sorted(pipeline.graph.output, key=lambda o: o.name in (PROBLEMS, FLAGS))
     del pipeline.graph.output[:]
     pipeline.graph.output.extend(outputs)
+    width = len(state.feature_names)
+    pipeline.graph.output.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [_BATCH, width]))
     onnx.checker.check_model(pipeline)
     return pipeline
 
