@@ -183,3 +183,8 @@ def _rejection_message(column: Any, value: Any) -> str:
 def _show(value: Any) -> str:
     text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def show_value(value: Any) -> str:
+    """A JSON value as an error message quotes it: its repr, or its type for objects, at most 60 chars."""
+    return _show(value)
