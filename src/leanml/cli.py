@@ -27,6 +27,8 @@ datasets_app = typer.Typer(help="Write demo and synthetic data sets.", no_args_i
 app.add_typer(datasets_app, name="datasets")
 models_app = typer.Typer(help="The model store: list, show, promote, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+export_app = typer.Typer(help="Export a model to run without leanml.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 StoreOption = Annotated[Path, typer.Option("--store", help="The model store folder.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=5 (repeatable).")
@@ -455,6 +457,22 @@ def datasets_synthetic(
     )
     path = write_synthetic(spec, output)
     console.print(f"[green]✓[/green] wrote {rows:,} rows to {path}")
+
+
+@export_app.command("triton")
+@friendly_errors
+def export_triton(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The Triton model repository folder.")],
+    name: Annotated[str | None, typer.Option(help="Model name in the repository (default: its own).")] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Triton's max_batch_size.")] = 1024,
+) -> None:
+    """Write a Triton model repository (config.pbtxt + the serving graph as 1/model.onnx)."""
+    from leanml.bundle import resolve_reference
+    from leanml.bundle.triton import export_triton as write_repository
+
+    folder = write_repository(resolve_reference(model).path, output, name, max_batch_size)
+    console.print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx")
 
 
 def main_entry() -> None:
