@@ -173,8 +173,9 @@ def bench_one(name: str, make: Any, folder: Path, args: argparse.Namespace) -> N
     timings: dict[str, dict[str, list[tuple[float, float]]]] = {k: {"b1": [], "b1024": []} for k in graphs}
     for _ in range(ROUNDS):  # interleaved rounds: load from other processes hits every contender alike
         for key, session in sessions.items():
-            timings[key]["b1"].append(latency(session, one, args.runs // ROUNDS))
-            timings[key]["b1024"].append(latency(session, many, max(10, args.runs // ROUNDS // 50)))
+            b1, b1024 = (lambda s=session: s.outputs(one)), (lambda s=session: s.outputs(many))
+            timings[key]["b1"].append(latency(b1, args.runs // ROUNDS))
+            timings[key]["b1024"].append(latency(b1024, max(10, args.runs // ROUNDS // 50)))
     rows = []
     for key, graph in graphs.items():
         spec = teacher.spec if key != "shrunk" else shrunk.spec

@@ -281,3 +281,22 @@ def test_metric_value_equals_evaluate(task: str) -> None:
         assert metric_value(task, name, target, output) == pytest.approx(value)
     with pytest.raises(ValueError, match="not a metric"):
         metric_value(task, "bleu", target, output)
+
+
+def test_shrink_times_the_whole_serving_graph_on_raw_rows(trained_flights: dict[str, Any]) -> None:
+    import polars as pl
+
+    from leanml.bundle import load_bundle
+    from leanml.bundle.artifact import MODEL_ONNX, REFERENCE, reference_inputs
+    from leanml.bundle.graph import graph_inputs
+    from leanml.shrinking.measure import Serving, timed_call
+
+    bundle = load_bundle(trained_flights["outcome"].bundle.path)
+    rows = reference_inputs(pl.read_parquet(bundle.path / REFERENCE))
+    serving = Serving(bundle.state, graph_inputs(rows, bundle.state))
+    network = (bundle.path / MODEL_ONNX).read_bytes()
+    outputs = timed_call(network, bundle.spec, np.zeros((1, 1), np.float32), serving)(3)()
+    assert len(outputs) == len(bundle.pipeline.output_names)  # every output of pipeline.onnx
+    assert all(len(o) == 3 for o in outputs)
+    bare = timed_call(network, bundle.spec, np.zeros((5, len(bundle.state.feature_names)), np.float32), None)
+    assert bare(2)().shape == (2, 1)

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from leanml.bundle import BundleInputs, BundleRef, ModelStore, load_bundle, resolve_reference
 from leanml.bundle.artifact import CONFIG, MODEL_ONNX, PREPROCESS, REFERENCE, Bundle, reference_inputs
+from leanml.bundle.graph import graph_inputs
 from leanml.bundle.store import VERSION_RE
 from leanml.config import Config, apply_overrides, load_config, parse_config, with_section
 from leanml.data.prepare import ensure_prepared
@@ -31,7 +32,7 @@ from leanml.errors import ConfigError, LeanMLError, StateError
 from leanml.metrics import MAIN_METRIC, check_metric
 from leanml.progress import Steps
 from leanml.shrinking.finetune import ShrinkData
-from leanml.shrinking.measure import side_by_side
+from leanml.shrinking.measure import Serving, side_by_side
 from leanml.shrinking.quantize import is_int8
 from leanml.shrinking.report import write_reports
 from leanml.shrinking.results import Budget, ShrinkResult, shrink_summary
@@ -74,7 +75,9 @@ def run_shrink(
             "invalid config:\n  data.split.validation: shrinking measures every step on the validation "
             "split, which is empty"
         )
-    run = ShrinkRun(cfg, data, metric, console, steps)
+    reference = reference_inputs(pl.read_parquet(parent.path / REFERENCE))
+    serving = Serving(parent.state, graph_inputs(reference, parent.state))
+    run = ShrinkRun(cfg, data, metric, console, steps, serving)
 
     with steps.step("measuring the parent"):
         teacher_onnx = (parent.path / MODEL_ONNX).read_bytes()
@@ -98,7 +101,11 @@ def run_shrink(
     result = ShrinkResult(ref, metric, run.budget, run.records, final, test, folder, reason=reason)
     if current is not parent_candidate:  # the headline speed-up: both graphs timed side by side
         parent_us, final_us = side_by_side(
-            [parent_candidate.onnx, current.onnx], data.validation.features, sc.latency_runs
+            [parent_candidate.onnx, current.onnx],
+            data.validation.features,
+            sc.latency_runs,
+            spec=current.spec,
+            serving=serving,
         )
         result.batch1_p50_us = {"parent": parent_us, "final": final_us}
     summary = shrink_summary(result, cfg)
@@ -124,7 +131,7 @@ def run_shrink(
                         "test": test["parent"],
                     },
                 },
-                reference_rows=reference_inputs(pl.read_parquet(parent.path / REFERENCE)),
+                reference_rows=reference,
                 lineage={
                     "stage": "shrink",
                     "parent": ref.version,

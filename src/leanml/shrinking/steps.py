@@ -22,7 +22,7 @@ from leanml.models.export import export_graph
 from leanml.progress import Steps
 from leanml.shrinking.distill import STUDENT_LADDER, spec_parameters, student_spec
 from leanml.shrinking.finetune import ShrinkData, fit
-from leanml.shrinking.measure import bootstrap_drops, measure, score_graph, side_by_side
+from leanml.shrinking.measure import Serving, bootstrap_drops, measure, score_graph, side_by_side
 from leanml.shrinking.prune import (
     hidden_widths,
     make_permanent,
@@ -49,9 +49,17 @@ class ShrinkRun:
     """The state one shrink run threads through its steps: data, budget, and the records so far."""
 
     def __init__(
-        self, config: Config, data: ShrinkData, metric: str, console: Console | None, steps: Steps
+        self,
+        config: Config,
+        data: ShrinkData,
+        metric: str,
+        console: Console | None,
+        steps: Steps,
+        serving: Serving | None = None,
     ) -> None:
         self.config = config
+        self.serving = serving
+        """Latency is timed on each candidate's whole serving graph over these raw rows (when given)."""
         self.shrink = config.shrink
         self.data = data
         self.metric = metric
@@ -73,7 +81,13 @@ class ShrinkRun:
         parameters = sum(t.numel() for t in model.state_dict().values())
         validation = self.data.validation
         figures, predictions = measure(
-            onnx, parameters, spec, validation.features, validation.target, self.shrink.latency_runs
+            onnx,
+            parameters,
+            spec,
+            validation.features,
+            validation.target,
+            self.shrink.latency_runs,
+            serving=self.serving,
         )
         made = Candidate(model, spec, onnx, figures, description, predictions)
         if self.parent_predictions is not None and self.shrink.margin_se > 0:
@@ -280,7 +294,11 @@ class ShrinkRun:
         # Which is faster is decided on the two graphs timed side by side, not on figures taken minutes
         # apart: at a few microseconds per call, other load on the machine would decide instead.
         fp32_us, int8_us = side_by_side(
-            [current.onnx, made.onnx], self.data.validation.features, self.shrink.latency_runs
+            [current.onnx, made.onnx],
+            self.data.validation.features,
+            self.shrink.latency_runs,
+            spec=current.spec,
+            serving=self.serving,
         )
         faster, slowdown = int8_us < fp32_us, int8_us / fp32_us
         smaller = made.measurement.onnx_bytes < current.measurement.onnx_bytes
