@@ -1,8 +1,15 @@
-"""Serve throughput: ``leanml serve`` (adaptive batching) vs a plain FastAPI endpoint predicting per request.
+"""Serve throughput: ``leanml serve`` vs the serving stack's own ceiling and a per-request FastAPI app.
 
-Both servers hold the same bundle (same preprocessing, same ONNX Runtime session settings) and answer the
-same KServe V1 body ``{"instances": [{column: value, ...}]}`` with the same JSON (SPEC §4: leanml should
-reach ≥ 3× the baseline's throughput at 64 concurrent clients, p99 reported).
+Three servers answer the same KServe V1 body ``{"instances": [{column: value, ...}]}``:
+
+* leanml: ``leanml serve STORE`` (default workers: one per core), through the bundle's serving graph;
+* ceiling: a minimal Starlette app on the same uvicorn, loop and parser, with as many workers, that
+  parses the same JSON and returns a fixed answer — what serving costs with no model at all. leanml's
+  target is ≥ 0.5× its req/s at 64 clients with p99 ≤ 20 ms, and p50 ≤ 1 ms at 1 client;
+* baseline: a plain FastAPI endpoint predicting per request (``--no-baseline`` leaves it out).
+
+With ``--shrink`` the run ends with a second table: a large teacher (a residual MLP) and the model
+``leanml shrink`` makes of it, each served alone, one client, side by side.
 
 * leanml: ``leanml serve STORE --port P`` in a subprocess, ``POST /v1/models/flights:predict``.
 * baseline: the FastAPI app below (``python bench/serve.py --baseline-app BUNDLE --port P``), run by
@@ -142,6 +149,35 @@ def baseline_app(bundle_path: str, handler: str, threads: int | None = None) -> 
         return {"ready": True}
 
     return app
+
+
+def ceiling_app() -> Any:
+    """The ceiling: parse the V1 body with orjson, check it holds instances, return a fixed answer."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import Response as StarletteResponse
+    from starlette.routing import Route
+
+    answer = orjson.dumps({"predictions": [False], "probabilities": [[0.9, 0.1]], "model_version": "v1"})
+
+    async def predict(request: StarletteRequest) -> StarletteResponse:
+        payload = orjson.loads(await request.body())
+        status = 200 if isinstance(payload.get("instances"), list) else 422
+        return StarletteResponse(answer, status_code=status, media_type="application/json")
+
+    async def ready(request: StarletteRequest) -> StarletteResponse:
+        return StarletteResponse(b'{"ready": true}', media_type="application/json")
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/v2/health/ready", ready)])
+
+
+def ceiling_command(workers: int) -> list[str]:
+    """uvicorn serving :func:`ceiling_app` with the loop, parser and worker count ``leanml serve`` uses
+    (``PORT`` stands for the port)."""
+    app = ["serve:ceiling_app", "--factory", "--app-dir", str(ROOT / "bench")]
+    where = ["--host", "127.0.0.1", "--port", "PORT", "--workers", str(workers)]
+    stack = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+    return [sys.executable, "-m", "uvicorn", *app, *where, *stack]
 
 
 def run_baseline(bundle_path: str, port: int, handler: str, threads: int | None) -> None:
@@ -426,19 +462,22 @@ def median_of(runs: list[Run], key: str) -> float:
 
 
 def report(runs: list[Run], levels: list[int], names: list[str]) -> str:
-    """The side-by-side markdown table (medians over the rounds) with the leanml/baseline ratios."""
+    """The side-by-side markdown table (medians over the rounds), then each server's ratios to the first."""
     lines = [
         "| clients | server | req/s | p50 ms | p99 ms | errors | server CPU | client CPU |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    others = names[1:]
     ratios = [
-        "| clients | throughput leanml / baseline | p99 leanml / baseline |",
-        "|---:|---:|---:|",
+        "| clients | " + " | ".join(f"req/s {names[0]} / {o} | p99 {names[0]} / {o}" for o in others) + " |",
+        "|---:|" + "---:|---:|" * len(others),
     ]
     for clients in levels:
         medians: dict[str, dict[str, float]] = {}
         for name in names:
             mine = [r for r in runs if r.server == name and r.clients == clients]
+            if not mine:
+                continue
             figures = {k: median_of(mine, k) for k in ("rps", "p50_ms", "p99_ms", "server_cpu", "client_cpu")}
             figures["errors"] = sum(r.errors for r in mine)
             medians[name] = figures
@@ -447,11 +486,42 @@ def report(runs: list[Run], levels: list[int], names: list[str]) -> str:
                 f"{figures['p99_ms']:.2f} | {figures['errors']:.0f} | {figures['server_cpu']:.2f} | "
                 f"{figures['client_cpu']:.2f} |"
             )
-        lean, base = medians[names[0]], medians[names[1]]
-        ratios.append(
-            f"| {clients} | {lean['rps'] / base['rps']:.2f}× | {lean['p99_ms'] / base['p99_ms']:.2f}× |"
-        )
+        lean = medians[names[0]]
+        cells = [
+            f"{lean['rps'] / medians[o]['rps']:.2f}× | {lean['p99_ms'] / medians[o]['p99_ms']:.2f}×"
+            for o in others
+            if o in medians
+        ]
+        ratios.append(f"| {clients} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + "\n".join(ratios)
+
+
+def ensure_shrunk_store(out: Path, retrain: bool) -> Path:
+    """A residual-MLP teacher (v1) and the model ``leanml shrink`` makes of it (v2), cached under ``out``."""
+    store = out / "shrink" / "models"
+    if (store / MODEL / "v2" / "manifest.json").is_file() and not retrain:
+        return store
+    import leanml
+    from leanml.config import parse_config
+    from leanml.datasets import flights_frame
+    from leanml.training.stage import train_and_bundle
+
+    shutil.rmtree(out / "shrink", ignore_errors=True)
+    (out / "shrink").mkdir(parents=True)
+    data = out / "shrink" / "flights-train.parquet"
+    flights_frame().collect().gather_every(TRAIN_EVERY).write_parquet(data)
+    raw = {
+        **raw_config(out / "shrink"),
+        "model": {"arch": "resmlp", "width": 256, "blocks": 3, "dropout": 0.1},
+        "train": {"epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.002},
+        "shrink": {"max_metric_drop": 0.01},
+    }
+    outcome = train_and_bundle(parse_config(raw))
+    result = leanml.shrink(outcome.bundle.path.parent, parse_config(raw))
+    if result.bundle is None:
+        raise SystemExit(f"shrink wrote no model: {result.reason}")
+    print(f"teacher {outcome.bundle.path}, shrunk {result.bundle.path}: {result.final.model}")
+    return store
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -459,21 +529,23 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    """Train (or reuse) the model, start both servers, check they agree, load them alternately, report."""
+    """Train (or reuse) the model, start the servers, check they agree, load them alternately, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each run")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per level (servers alternate)")
-    parser.add_argument("--levels", default="1,16,64", help="concurrency levels, comma-separated")
+    parser.add_argument("--levels", default="1,16,64,256", help="concurrency levels, comma-separated")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-ups")
     parser.add_argument("--rows", type=int, default=300, help="distinct request rows cycled through")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--baseline-handler", choices=["sync", "async"], default="sync")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the per-request FastAPI app")
+    parser.add_argument("--shrink", action="store_true", help="also serve a teacher and its shrunk model")
     parser.add_argument(
         "--ort-threads",
         type=int,
         default=None,
-        help="ONNX Runtime intra-op threads in both servers (default: ONNX Runtime's, as leanml serve)",
+        help="ONNX Runtime intra-op threads in leanml and the baseline (default: leanml serve's)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="cache folder for the trained store")
     parser.add_argument("--retrain", action="store_true", help="train the model again")
@@ -494,19 +566,21 @@ def main() -> None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk), use --client python")
 
     store = ensure_store(args.out, args.retrain)
+    shrunk_store = ensure_shrunk_store(args.out, args.retrain) if args.shrink else None
     rows = request_rows(args.rows)
     bodies = [orjson.dumps({"instances": [row]}) for row in rows]
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    workers = os.cpu_count() or 1
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, load average "
-        f"{os.getloadavg()[0]:.1f}; client: {'wrk' if args.wrk else 'python asyncio (uvloop)'}; ONNX Runtime "
-        f"threads: {args.ort_threads or 'default'}; "
-        f"{args.repeats} rounds × ({args.warmup:g} s warm-up + {args.duration:g} s) per server and level"
+        f"{os.getloadavg()[0]:.1f}; client: {'wrk' if args.wrk else 'python asyncio (uvloop)'}; "
+        f"workers: {workers} (leanml's default and the ceiling's); ONNX Runtime threads: "
+        f"{args.ort_threads or 'default'}; {args.repeats} rounds × ({args.warmup:g} s warm-up + "
+        f"{args.duration:g} s) per server and level"
     )
 
     leanml = Path(sys.executable).parent / "leanml"
     lean_command = [str(leanml)] if leanml.exists() else [sys.executable, "-m", "leanml"]
-    lean_port, base_port = free_port(), free_port()
     bundle = store / MODEL / "v1"
     lean_options: list[str] = []
     base_options: list[str] = []
@@ -517,59 +591,63 @@ def main() -> None:
         base_options = ["--ort-threads", str(args.ort_threads)]
     with tempfile.TemporaryDirectory(prefix="leanml-bench-serve-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
-        lean = stack.enter_context(
-            started(
-                "leanml",
-                [*lean_command, "serve", str(store), "--port", str(lean_port), *lean_options],
-                lean_port,
-                f"/v1/models/{MODEL}:predict",
-                folder / "leanml.log",
-            )
-        )
-        base = stack.enter_context(
-            started(
-                f"baseline ({args.baseline_handler})",
-                [
-                    sys.executable,
-                    __file__,
-                    "--baseline-app",
-                    str(bundle),
-                    "--port",
-                    str(base_port),
-                    "--baseline-handler",
-                    args.baseline_handler,
-                    *base_options,
-                ],
-                base_port,
-                "/predict",
-                folder / "baseline.log",
-            )
-        )
-        targets = [lean, base]
-        worst, mismatches = agreement(targets, rows[:100])
-        print(
-            f"agreement on 100 rows: max |Δ probability| = {worst:.2e}, prediction mismatches: {mismatches}"
-        )
-        if worst > 1e-6 or mismatches:
-            raise SystemExit("the two servers disagree")
+        path = f"/v1/models/{MODEL}:predict"
+
+        def serve(name: str, command: list[str], route: str = path) -> Target:
+            port = free_port()
+            command = [part if part != "PORT" else str(port) for part in command]
+            return stack.enter_context(started(name, command, port, route, folder / f"{name}.log"))
+
+        lean = serve("leanml", [*lean_command, "serve", str(store), "--port", "PORT", *lean_options])
+        ceiling = serve("ceiling", ceiling_command(workers), "/predict")
+        targets = [lean, ceiling]
+        if not args.no_baseline:
+            base_app = [sys.executable, __file__, "--baseline-app", str(bundle), "--port", "PORT"]
+            base_app += ["--baseline-handler", args.baseline_handler, *base_options]
+            base = serve(f"baseline-{args.baseline_handler}", base_app, "/predict")
+            worst, mismatches = agreement([lean, base], rows[:100])
+            print(f"agreement on 100 rows: max |Δ probability| = {worst:.2e}, mismatches: {mismatches}")
+            if worst > 1e-6 or mismatches:
+                raise SystemExit("leanml and the baseline disagree")
+            targets.append(base)
 
         script = wrk_script(bodies, folder) if args.wrk else None
-        runs: list[Run] = []
-        for clients in levels:
-            for round_ in range(args.repeats):
-                for target in targets if round_ % 2 == 0 else targets[::-1]:
-                    run = measure(target, clients, args, bodies, script)
-                    runs.append(run)
-                    print(
-                        f"  c={clients:<3} round {round_ + 1} {run.server:<16} {run.rps:8,.0f} req/s  "
-                        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  "
-                        f"cpu server {run.server_cpu:.2f} client {run.client_cpu:.2f}",
-                        flush=True,
-                    )
-    print()
-    print(report(runs, levels, [lean.name, base.name]))
+        runs = compare(targets, levels, args, bodies, script)
+        print()
+        print(report(runs, levels, [t.name for t in targets]))
+        if shrunk_store is not None:
+            versions = shrunk_store / MODEL
+            parent = serve("teacher", [*lean_command, "serve", str(versions / "v1"), "--port", "PORT"])
+            shrunk = serve("shrunk", [*lean_command, "serve", str(versions / "v2"), "--port", "PORT"])
+            shrink_runs = compare([shrunk, parent], [1, 16], args, bodies, script)
+            print()
+            print(report(shrink_runs, [1, 16], ["shrunk", "teacher"]))
+            runs += shrink_runs
     if args.json is not None:
         args.json.write_text(json.dumps([{**asdict(r), "rps": r.rps} for r in runs], indent=1))
+
+
+def compare(
+    targets: list[Target],
+    levels: list[int],
+    args: argparse.Namespace,
+    bodies: list[bytes],
+    script: Path | None,
+) -> list[Run]:
+    """Every target at every level, ``args.repeats`` rounds each, the order reversed every other round."""
+    runs: list[Run] = []
+    for clients in levels:
+        for round_ in range(args.repeats):
+            for target in targets if round_ % 2 == 0 else targets[::-1]:
+                run = measure(target, clients, args, bodies, script)
+                runs.append(run)
+                print(
+                    f"  c={clients:<3} round {round_ + 1} {run.server:<16} {run.rps:8,.0f} req/s  "
+                    f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  "
+                    f"cpu server {run.server_cpu:.2f} client {run.client_cpu:.2f}",
+                    flush=True,
+                )
+    return runs
 
 
 if __name__ == "__main__":

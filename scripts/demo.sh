@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on NYC flights 2013:
-# data → config → prepare → tune → train a large teacher → shrink it → evaluate → predict → serve the shrunk model.
+# data → config → prepare → tune → train a large teacher → shrink it → evaluate → predict → export → serve.
 # Run through `make demo`, which puts .venv/bin first on PATH.
 set -euo pipefail
 out=demo-out
@@ -34,6 +34,9 @@ echo "== evaluate and predict on the held-out December flights"
 leanml evaluate "$out/models/flights" "$out/december.parquet"
 leanml predict "$out/models/flights" "$out/december.parquet" -o "$out/december-predictions.parquet" \
   --keep carrier,flight,origin,dest
+
+echo "== export: the shrunk model's serving graph as a Triton model repository (runs with no Python)"
+leanml export triton "$out/models/flights" -o "$out/triton-models"
 
 echo "== serve: the shrunk model; ask it over HTTP (V1 and V2), stop the server"
 port=${LEANML_DEMO_PORT:-8765}

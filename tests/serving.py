@@ -13,6 +13,7 @@ import uvicorn
 
 from leanml.config import ServeConfig
 from leanml.serve import create_app
+from leanml.serve.server import uvicorn_options
 
 
 def free_port() -> int:
@@ -24,20 +25,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(reference: str, **settings: Any) -> Iterator[tuple[str, Any]]:
-    """Serve ``reference`` on 127.0.0.1 (uvloop + httptools, as in production); yield (base URL, app)."""
+    """Serve ``reference`` on 127.0.0.1 with the production settings (uvloop, the guarded httptools
+    protocol and its timeouts); yield (base URL, app)."""
     config = ServeConfig(port=free_port(), **settings)
     app = create_app(reference, config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=config.port,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(config)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20

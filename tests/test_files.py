@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,23 +21,25 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert target.read_text().strip().startswith("{") and [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def _hold(path: str, marker: str, seconds: float) -> None:
-    with file_lock(path):
-        Path(marker).touch()
-        time.sleep(seconds)
+HOLDER = """
+import sys, time
+from pathlib import Path
+from leanml.files import file_lock
+with file_lock(sys.argv[1]):
+    Path(sys.argv[2]).touch()
+    time.sleep(1.0)
+"""
 
 
 def test_file_lock_excludes_another_process(tmp_path: Path) -> None:
-    lock = str(tmp_path / "x.lock")
-    marker = tmp_path / "held"
-    holder = multiprocessing.get_context("spawn").Process(target=_hold, args=(lock, str(marker), 1.0))
-    holder.start()
+    lock, marker = tmp_path / "x.lock", tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), str(marker)])
     deadline = time.monotonic() + 60
-    while not marker.exists():  # the child holds the lock from here on
-        assert time.monotonic() < deadline
+    while not marker.exists():  # the other process holds the lock from here on
+        assert time.monotonic() < deadline and holder.poll() is None
         time.sleep(0.01)
     start = time.monotonic()
     with file_lock(lock):
         waited = time.monotonic() - start
-    holder.join()
+    assert holder.wait(timeout=30) == 0
     assert waited > 0.2

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from leanml._version import __version__
 from leanml.errors import ConfigError, LeanMLError
+from leanml.logs import LogFormat, LogLevel, configure_logging
 
 app = typer.Typer(
     name="leanml",
@@ -74,8 +75,27 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            "--log-level",
+            case_sensitive=False,
+            envvar="LEANML_LOG_LEVEL",
+            help="Log records at this level and up, on stderr.",
+        ),
+    ] = "warning",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            case_sensitive=False,
+            envvar="LEANML_LOG_FORMAT",
+            help="text, or json: one JSON object per line (time, level, logger, message, fields).",
+        ),
+    ] = "text",
 ) -> None:
     """leanml: prepare, train, tune, shrink and serve tabular models."""
+    configure_logging(log_level, log_format)
 
 
 @app.command()
@@ -253,10 +273,12 @@ def evaluate(
 ) -> None:
     """Score a model on labelled data with its own preprocessing."""
     import leanml
-    from leanml.bundle.predict import evaluate_file
+    from leanml.bundle.predict import evaluate_file, known_rows
+    from leanml.progress import RowProgress
 
     bundle = leanml.load(model, runtime=runtime)
-    result = evaluate_file(bundle, data)
+    with RowProgress(console, "evaluating", known_rows(data)) as progress:
+        result = evaluate_file(bundle, data, on_rows=progress.advance)
     _print_metrics({data: result["metrics"]})
     skipped = ", ".join(f"{k} {v:,}" for k, v in result["skipped"].items()) or "none"
     console.print(f"rows {result['rows']:,}  evaluated {result['evaluated']:,}  skipped: {skipped}")
@@ -273,11 +295,13 @@ def predict(
 ) -> None:
     """Predict every row of DATA, streaming, with the bundle's preprocessing; rows keep their __row_id."""
     import leanml
-    from leanml.bundle.predict import predict_file
+    from leanml.bundle.predict import known_rows, predict_file
+    from leanml.progress import RowProgress
 
     bundle = leanml.load(model, runtime=runtime)
     columns = [c.strip() for c in keep.split(",") if c.strip()]
-    summary = predict_file(bundle, data, output, keep=columns)
+    with RowProgress(console, "predicting", known_rows(data)) as progress:
+        summary = predict_file(bundle, data, output, keep=columns, on_rows=progress.advance)
     console.print(
         f"[green]✓[/green] {summary.rows:,} predictions ({summary.rejected:,} rejected) from "
         f"{bundle.name} {bundle.version} in {summary.output}"
@@ -291,16 +315,18 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="Take the serve: section of this leanml.yaml.")] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: per core).")] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Env variable holding the API key to require.")
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per model call.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="Longest wait to fill a batch.")] = None,
-    runtime: Annotated[str | None, typer.Option(help="onnx (default) or torch.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime threads per model.")] = None,
 ) -> None:
-    """Serve models over HTTP: KServe V1, Open Inference Protocol V2, /metrics; hot reload on promote."""
+    """Serve models over HTTP: KServe V1, Open Inference Protocol V2, /metrics; hot reload on promote.
+
+    Each model is served through its bundle's serving graph (pipeline.onnx) on ONNX Runtime.
+    """
     from leanml.config import ServeConfig, load_config
     from leanml.serve.server import serve as run_server
 
@@ -312,7 +338,6 @@ def serve(
         "api_key_env": api_key_env,
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
-        "runtime": runtime,
         "threads": threads,
     }
     try:
@@ -406,15 +431,26 @@ def _print_outcome(outcome: Any) -> None:
 
 
 def _print_metrics(rows: dict[str, dict[str, float]]) -> None:
+    """A row per split and a column per metric; turned around (a row per metric) when too wide, so that
+    no heading is cut."""
     from rich.table import Table
+
+    from leanml.reports import add_column, fits, metric_text
 
     names = sorted({m for metrics in rows.values() for m in metrics})
     table = Table(box=None)
-    table.add_column("split")
+    add_column(table, "split", fold=True)
     for name in names:
-        table.add_column(name, justify="right")
+        add_column(table, name, justify="right")
     for split, metrics in rows.items():
-        table.add_row(split, *[f"{metrics[n]:.4f}" if n in metrics else "·" for n in names])
+        table.add_row(escape(split), *[metric_text(metrics[n]) if n in metrics else "·" for n in names])
+    if not fits(table, console):
+        table = Table(box=None)
+        add_column(table, "metric")
+        for split in rows:
+            add_column(table, escape(split), justify="right", fold=True)
+        for name in names:
+            table.add_row(name, *[metric_text(m[name]) if name in m else "·" for m in rows.values()])
     console.print(table)
 
 

@@ -12,6 +12,7 @@ against the folder that holds the config file, so a config can be run from anywh
 from __future__ import annotations
 
 import builtins
+import codecs
 import copy
 import hashlib
 import json
@@ -23,12 +24,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from leanml.errors import ConfigError
 
 DATETIME_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "hour", "minute", "second")
 DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
+InvalidPolicy = Literal["null", "reject"]
+"""What preparing, predicting and serving do with a value that cannot be read as its column's type:
+``null`` treats it as missing (imputed, and counted as invalid), ``reject`` drops (prepare) or rejects
+(predict, serve) its row with the reason ``invalid:COLUMN``."""
 
 
 class StrictModel(BaseModel):
@@ -65,9 +78,32 @@ class DataConfig(StrictModel):
     null_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NULL_VALUES))
     split: SplitConfig = Field(default_factory=SplitConfig)
     dedupe: bool = False
-    """Remove exact duplicate rows (all columns equal) before splitting."""
+    """Remove duplicate rows before splitting: rows equal in the target and every column of a type other
+    than ``ignore`` (an index or id column does not make a row unique)."""
     rejects: str | None = None
     """Write every row dropped while preparing, with its reason, to this Parquet file."""
+    separator: str | None = None
+    """CSV field separator (one character: ``;``, ``"\\t"``, ...); ``null``: sniffed from the first lines."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV input (``utf-8``, ``latin-1``, ``cp1252``, any Python codec name)."""
+    max_invalid: float = Field(0.01, ge=0.0, le=1.0)
+    """Prepare fails when a larger share of a column's rows holds values that cannot be read as its type."""
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError("must be one character, e.g. ';' or '\\t'")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("unknown encoding; use e.g. utf-8, latin-1 or cp1252") from None
+        return value
 
 
 class OutlierConfig(StrictModel):
@@ -104,11 +140,18 @@ class NumericColumn(StrictModel):
     missing_indicator: bool = False
     scale: Literal["standard", "minmax", "none"] = "standard"
     outliers: OutlierConfig | None = None
+    thousands: Literal[",", ".", " ", "'", "_", "\u00a0", "\u202f"] | None = None
+    """Thousands separator of numbers written as text (``1,234``); digits must be grouped by three."""
+    decimal: Literal[".", ","] = "."
+    """Decimal mark of numbers written as text (``1,5`` with ``decimal: ','``)."""
+    invalid: InvalidPolicy = "reject"
 
     @model_validator(mode="after")
     def _constant_needs_value(self) -> NumericColumn:
         if self.impute == "constant" and self.fill_value is None:
             raise ValueError("impute 'constant' needs 'fill_value'")
+        if self.thousands is not None and self.thousands == self.decimal:
+            raise ValueError(f"thousands and decimal are both {self.decimal!r}")
         return self
 
 
@@ -124,6 +167,12 @@ class CategoricalColumn(StrictModel):
     """Categories seen fewer times (a count, or a fraction of training rows) share one infrequent column."""
     handle_unknown: Literal["ignore", "error"] = "ignore"
     """``ignore``: an unseen category encodes as all zeros; ``error``: the row is rejected."""
+    strip: bool = False
+    """Remove whitespace around values, so ``' State-gov'`` and ``'State-gov'`` are one category."""
+    boolean: bool = False
+    """The column holds booleans: true/t/yes/y/1/on (any case) and JSON true are the category ``true``,
+    false/f/no/n/0/off and JSON false ``false``; anything else is invalid."""
+    invalid: InvalidPolicy = "reject"
 
 
 class DatetimeColumn(StrictModel):
@@ -131,7 +180,11 @@ class DatetimeColumn(StrictModel):
 
     type: Literal["datetime"]
     format: str | None = None
-    """strptime format for text input; inferred from the data when omitted."""
+    """One format for text input (see ``formats``)."""
+    formats: list[str] | None = Field(None, min_length=1)
+    """Formats of text input, tried in order (the first that reads a value wins); inferred from the
+    training rows when neither this nor ``format`` is given."""
+    invalid: InvalidPolicy = "reject"
     parts: list[Literal[DATETIME_PARTS]] = Field(default_factory=lambda: ["hour", "dayofweek", "month"])  # type: ignore[valid-type]
     epoch: bool = True
     impute: Literal["mean", "median", "most_frequent"] = "median"
@@ -142,6 +195,12 @@ class DatetimeColumn(StrictModel):
     def _has_an_output(self) -> DatetimeColumn:
         if not self.epoch and not self.parts:
             raise ValueError("a datetime column needs 'epoch: true' or at least one of 'parts'")
+        if self.format is not None and self.formats is not None:
+            raise ValueError("give 'format' or 'formats', not both")
+        from leanml.data.convert import compile_format  # the parser owns the directives it supports
+
+        for fmt in [self.format] if self.format else self.formats or []:
+            compile_format(fmt)
         return self
 
 
@@ -163,19 +222,29 @@ METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2", "loss")
 
 
 class ModelConfig(StrictModel):
-    """The network. ``linear`` uses no hidden layers; ``resmlp`` is the teacher-sized one.
+    """The network. ``linear`` uses no hidden layers; ``resmlp`` is the teacher-sized one; ``tabm`` is an
+    ensemble of ``members`` MLPs sharing their hidden layers (TabM-mini), probabilities averaged.
 
     For ``resmlp``, ``hidden`` is ``[width]`` or ``[width, inner]``: ``blocks`` residual blocks of
     ``width`` units, each with an inner layer of ``inner`` units (default: ``width``).
+    ``embedding: periodic`` embeds each numeric feature (numeric columns and datetime parts; not one-hot
+    or ``__missing`` features) as PLR: ``embedding_frequencies`` periodic terms, scaled by
+    ``embedding_scale`` at initialisation, mapped to ``embedding_dim`` units.
     """
 
-    arch: Literal["linear", "mlp", "resmlp"] = "mlp"
+    arch: Literal["linear", "mlp", "resmlp", "tabm"] = "mlp"
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 128], min_length=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer"] = "none"
     blocks: int = Field(2, ge=1)
     """Residual blocks of ``resmlp``."""
+    members: int = Field(32, ge=1)
+    """Ensemble members of ``tabm``."""
+    embedding: Literal["none", "periodic"] = "none"
+    embedding_dim: int = Field(16, ge=1)
+    embedding_frequencies: int = Field(48, ge=1)
+    embedding_scale: float = Field(0.01, gt=0.0)
 
     @model_validator(mode="after")
     def _resmlp_widths(self) -> ModelConfig:
@@ -219,6 +288,12 @@ class TrainConfig(StrictModel):
     grad_clip: float | None = Field(None, gt=0.0)
     """Clip the gradients' global L2 norm to this value; ``null`` for no clipping."""
     early_stopping: EarlyStoppingConfig | None = None
+    restore_best: bool = False
+    """End with the weights of the epoch with the best validation metric, not the last epoch's (always so
+    with ``early_stopping``)."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """Classification: train on targets moved this share towards uniform. Refused when the monitored
+    metric scores probabilities (roc_auc, log_loss): smoothing distorts them."""
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     memory_budget_mb: float = Field(2048.0, gt=0.0)
@@ -438,11 +513,13 @@ class ServeConfig(StrictModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    """Worker processes; one per core by default."""
     max_batch_size: int = Field(64, ge=1)
     """Rows per model call: a batch closes when it holds this many rows..."""
-    max_wait_ms: float = Field(2.0, ge=0.0)
-    """...or when its first request has waited this long."""
+    max_wait_ms: float = Field(0.0, ge=0.0)
+    """...or when its first request has waited this long (0: run as soon as the worker is free; requests
+    arriving during a model call form the next batch)."""
     max_queue: int = Field(1024, ge=1)
     """Requests waiting for a batch; beyond it requests are shed with 503 and Retry-After."""
     timeout_ms: float = Field(5000.0, gt=0.0)
@@ -451,8 +528,19 @@ class ServeConfig(StrictModel):
     max_rows: int = Field(1024, ge=1)
     """Rows in one request; more is refused with 413."""
     api_key_env: str | None = None
-    """Name of an environment variable holding the API key; requests must send it as ``X-API-Key``."""
+    """Name of an environment variable holding the API key; requests must send it as ``X-API-Key`` or
+    ``Authorization: Bearer KEY``."""
+    idle_timeout_s: float = Field(5.0, gt=0.0)
+    """An idle keep-alive connection is closed after this long."""
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """Time a client has to send a request's line and headers."""
+    body_timeout_s: float = Field(30.0, gt=0.0)
+    """Time a client has to send a request's body once its headers arrived."""
+    max_connections: int = Field(10_000, ge=1)
+    """Open connections per worker; more are answered 503 and closed (lowered to fit the file limit)."""
     runtime: Literal["onnx", "torch"] = "onnx"
+    """Read for configs of earlier versions: the server always runs the serving graph on ONNX Runtime, and
+    says so when this asks for ``torch``."""
     threads: int | None = Field(None, ge=1)
     """ONNX Runtime intra-op threads per model (default: ONNX Runtime's choice)."""
     reload_interval_s: float = Field(1.0, gt=0.0)

@@ -58,7 +58,7 @@ json_values = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "NA", " 7 ", "7", "a", "abc", "1e5", " -2.5", "nan", "inf", "1_000", "0x10"]),
+    st.sampled_from(["", "NA", " 7 ", "7", "a", "abc", "1e5", " -2.5", "nan", "inf", "1_000", "0x10", "1,5"]),
     st.text(max_size=6),
 )
 
@@ -98,6 +98,7 @@ def test_numbers_and_categories_read_as_the_polars_path_reads_them(state: Any, v
 
 def test_datetimes_use_the_frozen_format(state: Any) -> None:
     values = ["2013-01-01 05:00:00", " 2013-01-01 05:00:00 ", "NA", None, "yesterday", "2013-13-40 00:00:00"]
+    assert _same(request_feed({"t": values}, 6, state)[0]["t"], graph_inputs({"t": values}, state)["t"])
     feed, errors = request_feed({"x": [None] * 6, "c": [None] * 6, "t": values}, 6, state)
     assert errors == []
     epoch = feed["t"].ravel()
@@ -129,3 +130,41 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=json_values)
+def test_short_paths_read_as_the_general_parser(state: Any, value: Any) -> None:
+    from leanml.bundle.feed import INVALID, MISSING, readers
+    from leanml.data import convert
+
+    read = readers(state)
+    for column in state.columns:
+        try:
+            parsed = convert.parse_value(value, column, state.null_values)
+        except convert.InvalidValue:
+            parsed = INVALID[column.type]
+        expected = MISSING[column.type] if parsed is None else parsed
+        got = read[column.name](value)
+        assert got == expected or (got != got and expected != expected), (column.name, value, got, expected)
+        assert read[column.name](value) == got or got != got  # a cached answer is the same answer
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.lists(st.lists(json_values, min_size=1, max_size=3), min_size=1, max_size=5))
+def test_a_batch_reads_each_request_as_it_reads_alone(state: Any, batch: list[list[Any]]) -> None:
+    from leanml.bundle.feed import read_batch, read_request, readers
+
+    read = readers(state)
+    requests = [{"x": values, "c": values, "t": [str(v) for v in values]} for values in batch]
+    rows = [len(values) for values in batch]
+    feed, errors = read_batch(requests, rows, state, read)
+    start = 0
+    for request, n, problems in zip(requests, rows, errors, strict=True):
+        alone, alone_errors = read_request(request, n, state, read)
+        assert problems == alone_errors
+        for name, values in alone.items():
+            got = feed[name][start : start + n].ravel().tolist()
+            same = all(a == b or (a != a and b != b) for a, b in zip(got, values, strict=True))
+            assert same or alone_errors  # a request with a problem is answered by its problems
+        start += n

@@ -53,7 +53,6 @@ from leanml.data.preprocessor import (
     annotate,
     feature_matrix,
     fit_preprocessor,
-    invalid_column,
     rejection_rules,
     transform,
 )
@@ -103,7 +102,6 @@ def polars_checks(frame: pl.DataFrame, state: PreprocessState) -> tuple[np.ndarr
     """The Polars path's verdicts: one column per problem name, ``__reason`` and ``__flags`` per row."""
     annotated = annotate(frame, state, "serve").collect()
     columns = [condition.fill_null(False) for _, _, condition in rejection_rules(state.columns, "serve")]
-    columns += [pl.col(invalid_column(c.name)) for c in state.columns if c.type != "categorical"]
     if columns:
         matrix = annotated.select(c.alias(f"c{i}") for i, c in enumerate(columns)).to_numpy().astype(bool)
     else:
@@ -147,6 +145,7 @@ def numeric_spec(draw: st.DrawFn) -> dict[str, Any]:
         "fill_value": draw(st.sampled_from([-3.5, 0.0, 7.25])),
         "missing_indicator": draw(st.booleans()),
         "scale": draw(st.sampled_from(["standard", "minmax", "none"])),
+        "invalid": draw(st.sampled_from(["null", "reject"])),
     }
     if draw(st.booleans()):
         method = draw(st.sampled_from(["range", "iqr", "zscore"]))
@@ -171,6 +170,7 @@ def categorical_spec(draw: st.DrawFn) -> dict[str, Any]:
         "missing_indicator": draw(st.booleans()),
         "min_frequency": draw(st.sampled_from([None, 3, 0.1])),
         "handle_unknown": draw(st.sampled_from(["ignore", "error"])),
+        "strip": draw(st.booleans()),
     }
 
 
@@ -184,6 +184,7 @@ def datetime_spec(draw: st.DrawFn) -> dict[str, Any]:
         "impute": draw(st.sampled_from(["mean", "median", "most_frequent"])),
         "missing_indicator": draw(st.booleans()),
         "scale": draw(st.sampled_from(["standard", "minmax", "none"])),
+        "invalid": draw(st.sampled_from(["null", "reject"])),
     }
 
 
@@ -305,7 +306,12 @@ def test_calendar_parts_match_polars_from_year_1_to_9999() -> None:
 def test_text_numbers_json_columns_and_absent_columns() -> None:
     train = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, None], "c": ["a", "b", "a", None, "b"]})
     spec = {
-        "x": {"type": "numeric", "missing_indicator": True, "outliers": {"method": "range", "max": 3.5}},
+        "x": {
+            "type": "numeric",
+            "missing_indicator": True,
+            "outliers": {"method": "range", "max": 3.5},
+            "invalid": "reject",
+        },
         "c": {"type": "categorical", "missing_indicator": True},
     }
     state = fit(train, spec)
@@ -356,14 +362,14 @@ def test_problem_names_follow_the_rejection_rules_and_manifest_lists_them() -> N
         "x": {
             "type": "numeric",
             "outliers": {"method": "range", "max": 3.5, "action": "drop", "serving": "reject"},
+            "invalid": "null",
         },
         "c": {"type": "categorical", "handle_unknown": "error"},
-        "t": {"type": "datetime"},
+        "t": {"type": "datetime", "invalid": "reject"},
     }
     state = fit(train, spec)
     rules = [reason for _, reason, _ in rejection_rules(state.columns, "serve")]
-    assert problem_names(state) == [*rules, "invalid:x", "invalid:t"]
-    assert rules == ["outlier:x", "unseen_category:c"]
+    assert problem_names(state) == rules == ["invalid:t", "outlier:x", "unseen_category:c"]
     entry = manifest_entry(state)
     assert [(i["name"], i["type"]) for i in entry["inputs"]] == [
         ("x", "DOUBLE"),

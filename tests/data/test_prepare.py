@@ -166,10 +166,14 @@ def garbage_csv(tmp_path: Path) -> Path:
     return path
 
 
-GARBAGE_COLUMNS = {
-    "age": {"type": "numeric", "outliers": {"method": "range", "max": 120, "action": "drop"}},
+GARBAGE_COLUMNS = {  # unreadable values imputed (invalid: null), so that every row is accounted for
+    "age": {
+        "type": "numeric",
+        "outliers": {"method": "range", "max": 120, "action": "drop"},
+        "invalid": "null",
+    },
     "city": {"type": "categorical"},
-    "joined": {"type": "datetime", "parts": ["month"]},
+    "joined": {"type": "datetime", "parts": ["month"], "invalid": "null"},
     "const": {"type": "numeric"},
 }
 
@@ -179,7 +183,7 @@ def test_garbage_is_counted_never_lost(tmp_path: Path) -> None:
         garbage_csv(tmp_path),
         target="target",
         columns=GARBAGE_COLUMNS,
-        data={"dedupe": True, "split": {"validation": 0.0, "test": 0.0}},
+        data={"dedupe": True, "split": {"validation": 0.0, "test": 0.0}, "max_invalid": 0.5},
     )
     result = prepare(config, out_dir=tmp_path / "out", rejects=tmp_path / "rejects.parquet")
     report = result.report

@@ -111,7 +111,8 @@ def test_bad_requests_get_4xx_with_every_problem(store: Path, rows: pl.DataFrame
         assert found[(1, "origin")] == "required field is missing"
         assert found[(1, "carrier")].startswith("unknown category 'ZZ'")
         assert found[(2, "distance")] == "9999.0 is outside the accepted range [50, 3000]"
-        assert found[(2, "time_hour")].startswith("expected a date or datetime")
+        assert found[(2, "time_hour")].startswith("expected a date like 2024-01-31T13:45:00+00:00")
+        assert found[(2, "time_hour")].endswith("got 'not a time'")
         assert httpx.post(post, content=b"{not json").status_code == 400
         assert httpx.post(post, json={"rows": []}).status_code == 422
         assert httpx.post(post, json={"instances": "x"}).status_code == 422

@@ -12,6 +12,7 @@ Inputs, one tensor ``[N, 1]`` per input column, named after the column:
   missing (imputed), as :func:`~leanml.data.convert.to_number` does, and reported in ``problems``;
 * categorical → STRING; missing is :data:`MISSING_STRING` (``""``), and every token of
   ``state.null_values`` is missing too, as :func:`~leanml.data.convert.to_category` treats them;
+  :data:`INVALID_STRING` marks a value the column cannot take (a non-boolean under ``boolean: true``);
 * datetime → INT64 microseconds since the Unix epoch (UTC); missing is :data:`MISSING_INT64` (int64 min),
   and :data:`INVALID_INT64` (int64 min + 1) marks text that did not parse: treated as missing and
   reported in ``problems``.
@@ -53,7 +54,9 @@ MISSING_STRING = ""
 MISSING_INT64 = int(np.iinfo(np.int64).min)
 """A missing datetime: int64 min, far outside any date Polars can represent."""
 INVALID_INT64 = MISSING_INT64 + 1
-"""A datetime whose text did not parse: imputed like a missing one and reported as ``invalid:COL``."""
+"""A datetime whose text did not parse: imputed like a missing one (reported under ``invalid: reject``)."""
+INVALID_STRING = "\x00invalid"
+"""A categorical value the column cannot take: imputed like a missing one (a problem under ``reject``)."""
 DATETIME_UNIT = "us"
 
 DEFAULT_OPSET = 18
@@ -77,7 +80,7 @@ ONNX_OUTPUT = "output"
 _BATCH = "N"
 _MICROS_PER_SECOND = 1_000_000
 _MICROS_PER_DAY = 86_400 * _MICROS_PER_SECOND
-_UNSEEN, _MISSING = -1, -2  # category codes of an unseen and a missing value
+_UNSEEN, _MISSING, _INVALID = -1, -2, -3  # category codes of an unseen, a missing, an invalid value
 _INPUT_TYPES = {
     "numeric": TensorProto.DOUBLE,
     "categorical": TensorProto.STRING,
@@ -100,14 +103,13 @@ def serving_action(rule: OutlierState) -> str:
 def problem_names(state: PreprocessState) -> list[str]:
     """The columns of ``problems``, in order.
 
-    First the serving rejection rules of :func:`~leanml.data.preprocessor.rejection_rules` (``outlier:COL``
-    under policy ``reject``, ``unseen_category:COL`` under ``handle_unknown: error``), then
-    ``invalid:COL`` for every numeric and datetime column (a value present but unusable: ±inf, beyond
-    float32's range, or :data:`INVALID_INT64`), which the server reports as a 422 like the others.
+    The serving rejection rules of :func:`~leanml.data.preprocessor.rejection_rules`, in their order:
+    ``invalid:COL`` under ``invalid: reject`` (a value present but unusable: text that is not a number or
+    a date, ±inf, beyond float32's range, a non-boolean), ``outlier:COL`` under the serving policy
+    ``reject`` and ``unseen_category:COL`` under ``handle_unknown: error``. Under ``invalid: null`` an
+    unusable value is imputed like a missing one, with no problem, as prepare and predict do.
     """
-    names = [reason for _, reason, _ in rejection_rules(state.columns, "serve")]
-    names += [f"invalid:{c.name}" for c in state.columns if not isinstance(c, CategoricalState)]
-    return names
+    return [reason for _, reason, _ in rejection_rules(state.columns, "serve")]
 
 
 def flag_names(state: PreprocessState) -> list[str]:
@@ -273,6 +275,7 @@ def _categorical(
         fills.append(mapping.get(column.fill, _UNSEEN))
         # A null token is missing even if it is also spelled like a category (Polars checks nulls first).
         mapping.update({token: _MISSING for token in [*null_values, MISSING_STRING]})
+        mapping[INVALID_STRING] = _INVALID
         codes.append(
             g.op(
                 "LabelEncoder",
@@ -284,7 +287,8 @@ def _categorical(
             )
         )
     code = g.concat(codes)
-    missing = g.op("Equal", code, g.const(_MISSING, np.int64))
+    invalid = g.op("Equal", code, g.const(_INVALID, np.int64))
+    missing = g.op("Or", g.op("Equal", code, g.const(_MISSING, np.int64)), invalid)
     unseen = g.op("Equal", code, g.const(_UNSEEN, np.int64))
     filled = g.op("Where", missing, g.row(fills, np.int64, "fill_code"), code)
     blocks = [_Block(g.op("Cast", missing, to=TensorProto.DOUBLE), [("missing", c.name) for c in columns])]
@@ -296,6 +300,7 @@ def _categorical(
         )
         blocks.append(_Block(onehot, keys))
     checks = {("unseen_category", c.name): _Check(unseen, i, len(columns)) for i, c in enumerate(columns)}
+    checks.update({("invalid", c.name): _Check(invalid, i, len(columns)) for i, c in enumerate(columns)})
     return blocks, checks
 
 
@@ -679,11 +684,12 @@ def graph_inputs(
 ) -> dict[str, np.ndarray]:
     """The graph's input feed for raw rows: a frame, or JSON-like values per column.
 
-    Values go through the same converters as training (:mod:`leanml.data.convert`, with each datetime
-    column's frozen format), then take the graph's encodings: numeric → float64 (NaN when missing, +inf
-    when present but not a usable number, so the graph reports ``invalid:COL``); categorical → text
-    (:data:`MISSING_STRING` when missing); datetime → int64 µs (:data:`MISSING_INT64` when missing,
-    :data:`INVALID_INT64` when the text did not parse). A column absent from ``data`` is all missing.
+    Values go through the same converters as training (:func:`leanml.data.convert.convert_column`, with
+    each column's reading options and date formats), then take the graph's encodings: numeric → float64
+    (NaN when missing, +inf when present but not a usable number); categorical → text
+    (:data:`MISSING_STRING` when missing, :data:`INVALID_STRING` when invalid); datetime → int64 µs
+    (:data:`MISSING_INT64` when missing, :data:`INVALID_INT64` when the text did not parse). A column
+    absent from ``data`` is all missing.
     """
     if isinstance(data, pl.DataFrame):
         frame = data
@@ -697,8 +703,8 @@ def graph_inputs(
     exprs = []
     for column in state.columns:
         name, dtype = column.name, schema[column.name]
+        got = convert.convert_column(name, column, dtype, state.null_values)
         if isinstance(column, NumericState):
-            got = convert.to_number(name, dtype, state.null_values)
             expr = (
                 pl.when(got.missing.fill_null(True))
                 .then(float("nan"))
@@ -707,10 +713,12 @@ def graph_inputs(
                 .otherwise(got.value)
             )
         elif isinstance(column, CategoricalState):
-            got = convert.to_category(name, dtype, state.null_values)
-            expr = got.value.fill_null(MISSING_STRING)
+            expr = (
+                pl.when(got.invalid.fill_null(False))
+                .then(pl.lit(INVALID_STRING))
+                .otherwise(got.value.fill_null(MISSING_STRING))
+            )
         else:
-            got = convert.to_datetime(name, dtype, state.null_values, column.format)
             expr = (
                 pl.when(got.invalid.fill_null(False))
                 .then(INVALID_INT64)
@@ -754,6 +762,7 @@ def manifest_entry(state: PreprocessState) -> dict[str, Any]:
         "invalid": {
             "DOUBLE": f"±inf or |x| > {convert.FLOAT32_MAX!r} (float32's range)",
             "INT64": INVALID_INT64,
+            "STRING": INVALID_STRING,
         },
         "datetime_unit": f"{DATETIME_UNIT} since 1970-01-01T00:00:00 UTC",
         "outputs": [

@@ -1,7 +1,9 @@
 """The model store: ``STORE/NAME/vN/`` bundles plus the aliases ``latest`` and ``production``.
 
 ``STORE/NAME/aliases.json`` records both aliases and their history. Adding a bundle writes it into a
-hidden temporary folder and renames it to ``vN`` (atomic on one file system), then moves ``latest``.
+hidden temporary folder ``.vN.tmp-PID`` and renames it to ``vN`` (atomic on one file system), then moves
+``latest``; temporary folders left by writers that were killed (their PID is gone) are removed on the next
+write.
 ``promote`` points ``production`` at a version (default: latest); ``rollback`` points it back at the
 version it held before. Every alias change is an atomic file replace, under a lock, so a running server
 that watches the file sees either the old or the new alias, never a half-written one.
@@ -28,6 +30,7 @@ from leanml.files import file_lock, write_json
 ALIASES = "aliases.json"
 ALIAS_NAMES = ("latest", "production")
 VERSION_RE = re.compile(r"^v(\d+)$")
+STAGING_RE = re.compile(r"^\.v\d+\.tmp-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class ModelStore:
         folder = self.root / inputs.name
         folder.mkdir(parents=True, exist_ok=True)
         with self._locked(inputs.name):
+            _remove_stale_staging(folder)
             versions = self.versions(inputs.name)
             version = f"v{int(versions[-1][1:]) + 1 if versions else 1}"
             staging = folder / f".{version}.tmp-{os.getpid()}"
@@ -113,7 +117,15 @@ class ModelStore:
         from leanml.bundle.artifact import load_bundle
 
         ref = self.resolve(name, version or "latest")
-        load_bundle(ref.path)  # refuse to promote a bundle that does not verify
+        try:
+            load_bundle(ref.path)  # refuse to promote a bundle that does not verify
+        except BundleError:
+            raise
+        except Exception as exc:  # e.g. weights that are not safetensors: a refusal, not a crash
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BundleError(
+                f"bundle '{ref.path}' cannot be loaded, so it is not promoted: {reason}"
+            ) from None
         with self._locked(name):
             self._set_alias(name, "production", ref.version)
         return ref
@@ -145,6 +157,24 @@ class ModelStore:
 
     def _locked(self, name: str) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.root / name / ".lock")
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Remove ``.vN.tmp-PID`` folders whose writer process no longer exists (killed mid-write)."""
+    for path in folder.iterdir():
+        found = STAGING_RE.match(path.name)
+        if found and path.is_dir() and not _process_exists(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # alive but another user's; or not a real PID: keep it
+        return True
+    return True
 
 
 def _trim_history(history: list[dict[str, Any]], current: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ statistics they change). The per-column expressions are those of :mod:`leanml.da
 statistics are computed on exactly the values ``transform`` will see.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,7 @@ import polars as pl
 
 from leanml.config import CategoricalColumn, ColumnSpec, DatetimeColumn, NumericColumn
 from leanml.data import convert
-from leanml.data.io import collect_each
+from leanml.data.io import collect_each, sample_rows
 from leanml.data.state import (
     CategoricalState,
     DatetimeOutput,
@@ -57,11 +56,7 @@ def fit_preprocessor(
     active = {name: spec for name, spec in columns.items() if spec.type != "ignore"}
     active = _with_datetime_formats(lazy, schema, active, nulls)
     stage1 = lazy.with_columns(
-        [
-            expr
-            for name, spec in active.items()
-            for expr in convert_exprs(name, spec.type, schema[name], nulls, getattr(spec, "format", None))
-        ]
+        [expr for name, spec in active.items() for expr in convert_exprs(name, spec, schema[name], nulls)]
     )
     outliers = _fit_outliers(stage1, active, in_memory=isinstance(frame, pl.DataFrame))
 
@@ -164,26 +159,30 @@ def _fit_outliers(
     return states
 
 
-FORMAT_SAMPLE_ROWS = 2000
+FORMAT_SAMPLE_ROWS = 20_000
 
 
 def _with_datetime_formats(
     frame: pl.LazyFrame, schema: pl.Schema, active: dict[str, ColumnSpec], nulls: list[str]
 ) -> dict[str, ColumnSpec]:
-    """Datetime specs of text columns get the format inferred from their first values when none is set."""
+    """Datetime specs of text columns get the formats inferred from values sampled across the training
+    rows when they name none, so the state (and serving) read one fixed list of formats."""
     result = dict(active)
-    for name, spec in active.items():
-        if isinstance(spec, DatetimeColumn) and spec.format is None and schema[name] == pl.String:
-            text = pl.col(name).str.strip_chars()
-            sample = (
-                frame.select(text.alias(name))
-                .filter(text.is_not_null() & text.is_in(nulls).not_())
-                .head(FORMAT_SAMPLE_ROWS)
-                .collect()[name]
-            )
-            fmt = convert.infer_datetime_format(sample)
-            if fmt is not None:
-                result[name] = spec.model_copy(update={"format": fmt})
+    pending = [
+        name
+        for name, spec in active.items()
+        if isinstance(spec, DatetimeColumn)
+        and not (spec.format or spec.formats)
+        and schema[name] == pl.String
+    ]
+    if not pending:
+        return result
+    sample, _ = sample_rows(frame.select(pending), FORMAT_SAMPLE_ROWS)
+    for name in pending:
+        text = sample[name].str.strip_chars(convert.WHITESPACE)
+        present = text.filter(text.is_not_null() & text.is_in(nulls).not_())
+        formats, _ = convert.infer_datetime_formats(present)
+        result[name] = active[name].model_copy(update={"formats": formats or list(convert.ISO_FORMATS)})
     return result
 
 
@@ -250,6 +249,9 @@ def _numeric_state(
         outliers=outliers,
         observed_min=imputed.min,
         observed_max=imputed.max,
+        thousands=spec.thousands,
+        decimal=spec.decimal,
+        invalid=spec.invalid,
     )
 
 
@@ -275,6 +277,9 @@ def _categorical_state(
         categories=[str(v) for v in frequent],
         infrequent=[str(v) for v in rare],
         handle_unknown=spec.handle_unknown,
+        strip=spec.strip,
+        boolean=spec.boolean,
+        invalid=spec.invalid,
     )
 
 
@@ -299,9 +304,13 @@ def _datetime_state(
         imputed = part_moments[part].with_constant(fill_part, missing)
         outputs.append(DatetimeOutput(part=part, scale=_fit_scale(spec.scale, imputed)))
     imputed_epoch = moments.with_constant(fill, missing)
+    # Typed (Parquet) datetimes name no formats: text sent for them is read with convert.ISO_FORMATS.
+    formats = list(spec.formats or ([spec.format] if spec.format else []))
     return DatetimeState(
         name=name,
-        format=spec.format,
+        format=formats[0] if formats else None,
+        formats=formats,
+        invalid=spec.invalid,
         impute=spec.impute,
         fill_epoch=fill,
         indicator=spec.missing_indicator,
@@ -309,5 +318,3 @@ def _datetime_state(
         observed_min=imputed_epoch.min,
         observed_max=imputed_epoch.max,
     )
-
-

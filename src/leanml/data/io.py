@@ -5,17 +5,26 @@ Supported inputs: CSV (``.csv``, ``.tsv``, ``.csv.gz``, ``.zip`` holding one CSV
 text so that a stray string deep in a numeric column cannot abort the scan: converting values to numbers
 and dates is the job of :mod:`leanml.data.convert`, which counts what it cannot convert.
 
-Compressed CSV is decompressed once, by streaming, into a cache folder (``$LEANML_CACHE`` or
-``~/.cache/leanml``) and scanned from there, so memory stays bounded whatever the file size.
+CSV details: the field separator is sniffed from the first lines (``,`` ``;`` tab ``|``) unless
+``data.separator`` says; text in another encoding than UTF-8 (``data.encoding``: ``latin-1``, ``cp1252``,
+...) and compressed CSV are converted once, by streaming, into a UTF-8 copy in a cache folder
+(``$LEANML_CACHE`` or ``~/.cache/leanml``) and scanned from there, so memory stays bounded whatever the
+file size.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import csv
+import difflib
 import glob as globlib
 import gzip
 import hashlib
+import io
+import math
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -65,18 +74,26 @@ def expand_paths(source: str) -> list[str]:
     return [source]
 
 
-def scan_table(source: str | list[str]) -> pl.LazyFrame:
-    """A lazy scan over a file, a glob of shards, or a list of files (all of one format)."""
+SEPARATORS = (",", ";", "\t", "|")
+SNIFF_BYTES = 1 << 16
+UTF8_CHECK_BYTES = 1 << 20
+
+
+def scan_table(
+    source: str | list[str], separator: str | None = None, encoding: str | None = None
+) -> pl.LazyFrame:
+    """A lazy scan over a file, a glob of shards, or a list of files (all of one format).
+
+    CSV only: ``separator`` (``None``: sniffed from the first file) and ``encoding`` (``None``: UTF-8).
+    """
     paths = source if isinstance(source, list) else expand_paths(source)
     fmt = table_format(paths[0])
     for path in paths:
         if os.path.getsize(path) == 0:
             raise DataError(f"'{path}': the file is empty")
-    if fmt in ("csv.gz", "zip"):
-        paths = [_decompressed_copy(p, fmt) for p in paths]
-        fmt = "csv"
-    if fmt == "csv":
-        separator = "\t" if paths[0].lower().endswith(".tsv") else ","
+    if fmt in ("csv", "csv.gz", "zip"):
+        paths = utf8_paths(paths, encoding)
+        separator = separator or sniff_separator(paths[0])
         _check_csv_headers(paths, separator)
         return pl.scan_csv(paths, infer_schema=False, separator=separator, missing_columns="insert")
     if fmt == "parquet":
@@ -84,16 +101,132 @@ def scan_table(source: str | list[str]) -> pl.LazyFrame:
     return pl.concat([pl.scan_ndjson(p, infer_schema_length=10_000) for p in paths], how="diagonal_relaxed")
 
 
+def utf8_paths(paths: list[str], encoding: str | None = None) -> list[str]:
+    """CSV files as plain UTF-8 files: themselves, or cached copies (decompressed, re-encoded)."""
+    fmt = table_format(paths[0])
+    codec = codecs.lookup(encoding or "utf-8").name
+    if fmt != "csv" or codec != "utf-8":
+        return [_utf8_copy(p, fmt, codec) for p in paths]
+    for path in paths:
+        _check_utf8(path)
+    return paths
+
+
+def sniff_separator(path: str) -> str:
+    """The separator of a UTF-8 CSV file, from its first lines: the candidate of :data:`SEPARATORS` that
+    splits the header into the most fields with the same count on (nearly) every following line.
+
+    ``.tsv`` files default to tab, others to ``,`` when no candidate splits the header.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    text = head.decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    if len(head) == SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut off
+    lines = lines[:200]
+    best, best_key = None, (0, 0.0)
+    for candidate in SEPARATORS:
+        rows = [len(row) for row in csv.reader(lines, delimiter=candidate) if row]
+        if not rows or rows[0] < 2:
+            continue
+        consistent = sum(n == rows[0] for n in rows) / len(rows)
+        key = (1 if consistent >= 0.9 else 0, rows[0] * consistent)
+        if key > best_key:
+            best, best_key = candidate, key
+    if best is not None:
+        return best
+    return "\t" if path.lower().endswith((".tsv", ".tsv.gz")) else ","
+
+
+def detect_encoding(path: str) -> str:
+    """``utf-8`` when the whole file decodes as UTF-8, else ``cp1252`` when it decodes as that (Windows'
+    Western encoding, a superset of latin-1's printable characters), else ``latin-1`` (any bytes)."""
+    for encoding in ("utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            with _open_raw(path, table_format(path)) as handle:
+                while chunk := handle.read(8 << 20):
+                    decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+            return encoding
+        except UnicodeDecodeError:
+            continue
+    return "latin-1"
+
+
+def _check_utf8(path: str) -> None:
+    with open(path, "rb") as handle:
+        head = handle.read(UTF8_CHECK_BYTES)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < UTF8_CHECK_BYTES)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"'{path}': not UTF-8 text (byte 0x{head[exc.start]:02x} at offset {exc.start}); set "
+            f"data.encoding to the file's encoding, e.g. latin-1 or cp1252"
+        ) from None
+
+
 def _check_csv_headers(paths: list[str], separator: str) -> None:
     for path in paths:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            header = handle.readline().strip()
-        if not header:
+        names = read_header(path, separator)
+        if not names or names == [""]:
             raise DataError(f"'{path}': the file has no header row")
-        names = header.split(separator)
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise DataError(f"'{path}': duplicate column names in the header: {', '.join(dupes)}")
+
+
+def read_header(path: str, separator: str) -> list[str]:
+    """The column names in the first line of a UTF-8 CSV file."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return next(csv.reader(handle, delimiter=separator), [])
+
+
+def sample_rows(frame: pl.LazyFrame, rows: int) -> tuple[pl.DataFrame, int]:
+    """At most ``rows`` rows taken evenly across the whole of ``frame`` (every k-th row), and how many
+    rows it has: a month-sorted file shows every month. Two streaming passes, bounded memory."""
+    total = int(frame.select(pl.len()).collect(engine="streaming").item())
+    if total <= rows:
+        return frame.collect(engine="streaming"), total
+    step = math.ceil(total / rows)
+    position = "__sample_position"
+    sample = (
+        frame.with_row_index(position)
+        .filter(pl.col(position) % step == 0)
+        .drop(position)
+        .collect(engine="streaming")
+    )
+    return sample, total
+
+
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+
+
+def is_pandas_index(name: str) -> bool:
+    """Whether a column name is the one pandas gives an index it writes to Parquet."""
+    return PANDAS_INDEX.fullmatch(name) is not None
+
+
+def not_a_column_hint(missing: list[str], names: list[str]) -> str:
+    """The end of a 'not a column' message: close names ("did you mean"), a separator hint when the
+    header was read as one joined string, and the columns there are."""
+    hints = []
+    lowered = {n.lower().strip(): n for n in names}
+    for name in missing:
+        close = [lowered[name.lower().strip()]] if name.lower().strip() in lowered else []
+        close = close or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"did you mean {' or '.join(repr(c) for c in close)} for {name!r}?")
+    if len(names) == 1:
+        joined = names[0]
+        found = [sep for sep in (";", "\t", "|", ",", ":") if sep in joined]
+        if found:
+            hints.append(
+                f"the header was read as one column ({joined[:60]!r}): the separator looks like "
+                f"{found[0]!r}; set data.separator: {found[0]!r}"
+            )
+    return "".join(h + " " for h in hints) + f"the data has: {', '.join(names)}"
 
 
 def cache_dir() -> Path:
@@ -104,19 +237,30 @@ def cache_dir() -> Path:
     return path
 
 
-def _decompressed_copy(path: str, fmt: str) -> str:
+def _utf8_copy(path: str, fmt: str, encoding: str) -> str:
+    """A cached, decompressed UTF-8 copy of a (compressed, or differently encoded) CSV file."""
     stat = os.stat(path)
-    key = hashlib.sha256(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_dir() / f"{key[:24]}.csv"
-    if target.exists():
-        return str(target)
-    with _open_compressed(path, fmt) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=4 << 20)
+    identity = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{encoding}"
+    target = cache_dir() / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.csv"
+    if not target.exists():
+        with _open_raw(path, fmt) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+            if encoding == "utf-8":
+                shutil.copyfileobj(src, dst, length=4 << 20)
+            else:
+                text = io.TextIOWrapper(src, encoding=encoding, newline="")
+                while chunk := text.read(4 << 20):
+                    dst.write(chunk.encode("utf-8"))
+    if encoding == "utf-8":
+        _check_utf8(str(target))
     return str(target)
 
 
 @contextlib.contextmanager
-def _open_compressed(path: str, fmt: str) -> Iterator[Any]:
+def _open_raw(path: str, fmt: str) -> Iterator[Any]:
+    if fmt == "csv":
+        with open(path, "rb") as handle:
+            yield handle
+        return
     if fmt == "csv.gz":
         with gzip.open(path, "rb") as handle:
             yield handle

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,11 @@ from leanml.data.preprocessor import (
     quality_exprs,
 )
 from leanml.data.quality import build_report
+from leanml.data.report import write_prepare_report
 from leanml.data.split import GROUP, ROW_ID, SPLITS, TIME, plan_split
 from leanml.data.state import PreprocessState
 from leanml.data.target import infer_target, target_exprs
+from leanml.errors import DataError
 from leanml.files import atomic_path, write_json
 from leanml.progress import Steps
 
@@ -87,7 +90,7 @@ def prepare(
 
     with steps.step("Scanning the data"):
         paths = expand_paths(config.data.train)
-        raw = scan_table(paths)
+        raw = scan_table(paths, config.data.separator, config.data.encoding)
         schema = raw.collect_schema()
         check_reserved(schema)
         check_columns(schema, config.columns, config.target)
@@ -103,12 +106,21 @@ def prepare(
 
     with steps.step("Analyzing the training split"):
         train_rows = labeled.filter(pl.col(SPLIT) == 0)
-        state = fit_preprocessor(train_rows, config.columns, target, nulls)
+        try:
+            state = fit_preprocessor(train_rows, config.columns, target, nulls)
+        except DataError:
+            # A column with no usable training value is most often one of unreadable values: say so.
+            active = {n: c for n, c in config.columns.items() if c.type != "ignore"}
+            check_invalid_shares(labeled, schema, active, nulls, config.data.max_invalid)
+            raise
 
     with steps.step("Transforming and writing the splits"):
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_ensure_parent(out)))
         try:
             counts = _write_outputs(labeled, state, schema.names(), staging, rejects_path)
+            counts["duplicates"] = _count_duplicates(labeled, config, counts)
+            columns = {c.name: c for c in state.columns}
+            check_invalid_shares(labeled, schema, columns, nulls, config.data.max_invalid, counts)
             report = build_report(
                 config=config,
                 state=state,
@@ -125,6 +137,8 @@ def prepare(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+    with steps.step("Writing the report"):
+        write_prepare_report(PreparedData(out), report, state)
     return PrepareResult(out_dir=out, state=state, report=report, rejects_path=rejects_path)
 
 
@@ -144,19 +158,28 @@ def _swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def row_key(config: Config) -> pl.Expr:
+    """A 64-bit hash of what makes two rows duplicates: the target and every column the model uses.
+
+    Columns of ``type: ignore`` are left out: an index or id column would make every row unique and hide
+    rows the model cannot tell apart (and which leak from training into validation and test).
+    """
+    used = [name for name, spec in config.columns.items() if spec.type != "ignore"]
+    return pl.struct([pl.col(c) for c in [*used, config.target]]).hash(seed=0)
+
+
 def _label_rows(raw: pl.LazyFrame, schema: pl.Schema, config: Config, target_state: Any) -> pl.LazyFrame:
     """Add row ids, the encoded target, the split key, and the reason a row is unusable before the split."""
     nulls = list(config.data.null_values)
     target, target_reason = target_exprs(target_state, schema[config.target], nulls)
     reasons = [target_reason]
     if config.data.dedupe:
-        originals = pl.struct([pl.col(c) for c in schema.names()])
-        reasons.insert(0, pl.when(originals.is_first_distinct().not_()).then(pl.lit(DUPLICATE)))
+        reasons.insert(0, pl.when(row_key(config).is_first_distinct().not_()).then(pl.lit(DUPLICATE)))
     extra: list[pl.Expr] = []
     by = config.data.split.by
     if by is not None:
         spec = config.columns[by]
-        parsed = convert.to_datetime(by, schema[by], nulls, getattr(spec, "format", None)).value
+        parsed = convert.convert_column(by, spec, schema[by], nulls).value
         extra.append(convert.epoch_seconds(parsed).alias(TIME))
         reasons.append(pl.when(pl.col(TIME).is_null()).then(pl.lit(MISSING_SPLIT_TIME)))
     if target_state.task != "regression" and config.data.split.stratify:
@@ -219,6 +242,97 @@ def _run_with_rejects(
     with atomic_path(rejects_path) as tmp:
         rejects = pl.concat(rejected_parts, how="vertical_relaxed").sink_parquet(tmp, lazy=True)
         return collect_each([*queries, rejects])[:-1]
+
+
+def _count_duplicates(labeled: pl.LazyFrame, config: Config, counts: dict[str, Any]) -> int:
+    """Rows that repeat an earlier row (see :func:`row_key`); dropped already when ``dedupe`` is on.
+
+    Counting keeps one 64-bit hash per distinct row in memory (like ``dedupe``).
+    """
+    if config.data.dedupe:
+        return int(counts["before_split"].get(DUPLICATE, 0))
+    return int(labeled.select(pl.len() - row_key(config).n_unique()).collect(engine="streaming").item())
+
+
+MAX_INVALID_SAMPLES = 5
+
+
+def check_invalid_shares(
+    labeled: pl.LazyFrame,
+    schema: pl.Schema,
+    columns: Mapping[str, Any],
+    null_values: list[str],
+    max_invalid: float,
+    counts: dict[str, Any] | None = None,
+) -> None:
+    """Raise a :class:`DataError` naming the first column whose share of unreadable values (over the rows
+    with a target) is above ``max_invalid``: the count, five of the values, and the fix.
+
+    ``columns`` maps names to column states or specs (what :func:`convert.convert_column` takes). The
+    invalid counts come from ``counts`` (the quality pass) when given, else from one streaming pass.
+    """
+    rows = labeled.filter(pl.col(SPLIT).is_not_null())
+    converted = {n: convert.convert_column(n, c, schema[n], null_values) for n, c in columns.items()}
+    if counts is not None:
+        total = sum(counts["splits"][s]["rows"] for s in SPLITS)
+        invalid = {
+            name: sum(int(counts["splits"][s]["columns"][f"{name}|invalid"]) for s in SPLITS)
+            for name in converted
+        }
+    else:
+        result = rows.select(
+            pl.len().alias("__rows"),
+            *[conv.invalid.fill_null(False).sum().alias(name) for name, conv in converted.items()],
+        ).collect(engine="streaming")
+        total = int(result["__rows"][0])
+        invalid = {name: int(result[name][0]) for name in converted}
+    for name, column in columns.items():
+        n = invalid[name]
+        if total == 0 or n / total <= max_invalid:
+            continue
+        sample = (
+            rows.filter(converted[name].invalid.fill_null(False))
+            .select(pl.col(name).cast(pl.String))
+            .head(MAX_INVALID_SAMPLES)
+            .collect(engine="streaming")[name]
+            .to_list()
+        )
+        raise DataError(invalid_message(name, column, n, total, sample, max_invalid))
+
+
+def invalid_message(name: str, column: Any, n: int, total: int, sample: list[str], max_invalid: float) -> str:
+    """The message of :func:`check_invalid_shares`, with the fix that fits the values seen."""
+    if column.type == "numeric":
+        expected = f"numbers{convert.NumberOptions.of(column).describe()}"
+    elif column.type == "datetime":
+        expected = convert.describe_formats(convert.datetime_formats(column))
+    else:
+        expected = "booleans (true/false, yes/no, 1/0)"
+    fixes = []
+    values = pl.Series(sample, dtype=pl.String)
+    if column.type == "numeric":
+        options = convert.detect_number_options(values)
+        if options is not None:
+            keys = ", ".join(
+                f"{key}: {value!r}"
+                for key, value in (("thousands", options.thousands), ("decimal", options.decimal))
+                if value not in (None, ".")
+            )
+            fixes.append(f"they look like numbers written with {keys}: set them in columns.{name}")
+    if column.type == "datetime":
+        formats, _ = convert.infer_datetime_formats(values.str.strip_chars(convert.WHITESPACE))
+        if formats:
+            fixes.append(f"list their formats: columns.{name}.formats: [{', '.join(map(repr, formats))}]")
+    fixes += [
+        f"change columns.{name}.type",
+        "raise data.max_invalid to accept them"
+        + (" (imputed, as invalid: null says)" if column.invalid == "null" else " (their rows rejected)"),
+    ]
+    shown = ", ".join(repr(v) for v in sample)
+    return (
+        f"column '{name}': {n:,} of {total:,} values ({n / total:.1%}) cannot be read as {expected}, "
+        f"e.g. {shown} — more than data.max_invalid ({max_invalid:.1%}). Fix: " + "; or ".join(fixes)
+    )
 
 
 def _reason_counts(frame: pl.DataFrame) -> dict[str, int]:

@@ -4,7 +4,9 @@ Per column and split: ``missing`` (null, a null token or NaN), ``invalid`` (pres
 imputed like a missing value), ``outliers`` (outside the frozen bounds), ``clipped``, ``flagged``,
 ``imputed`` (missing, invalid or nulled outliers that received the fill value), ``unseen`` (categories
 not seen in training) and ``infrequent`` (grouped under ``min_frequency``). Per split: rows in, rows kept,
-rows dropped by reason. ``rows.read`` always equals kept plus dropped.
+rows dropped by reason. ``rows.read`` always equals kept plus dropped. ``rows.duplicates`` counts rows
+that repeat an earlier one in the target and every used column, whether or not ``data.dedupe`` drops
+them: kept, they can land in training and in validation or test, and flatter the metrics.
 """
 
 from __future__ import annotations
@@ -71,20 +73,47 @@ def build_report(
         "task": state.target.task,
         "classes": state.target.labels,
         "split": {"method": split_method, **config.data.split.model_dump()},
-        "rows": {"read": read, "kept": kept, "dropped": sum(dropped_total.values()), **rows},
+        "rows": {
+            "read": read,
+            "kept": kept,
+            "dropped": sum(dropped_total.values()),
+            "duplicates": int(counts.get("duplicates", 0)),
+            **rows,
+        },
         "dropped_by_reason": dict(sorted(dropped_total.items())),
         "columns": columns,
         "features": len(state.feature_names),
         "ignored": state.ignored,
         "unlisted": unlisted,
-        "notes": _notes(state, unlisted),
+        "notes": _notes(state, unlisted, columns, read, int(counts.get("duplicates", 0)), config.data.dedupe),
     }
 
 
-def _notes(state: PreprocessState, unlisted: list[str]) -> list[str]:
+def _notes(
+    state: PreprocessState,
+    unlisted: list[str],
+    columns: dict[str, Any],
+    read: int,
+    duplicates: int,
+    dedupe: bool,
+) -> list[str]:
     notes = []
     if unlisted:
         notes.append(f"not in the config, so not used: {', '.join(unlisted)}")
+    if duplicates and dedupe:
+        notes.append(f"{duplicates:,} duplicate rows dropped (data.dedupe)")
+    elif duplicates:
+        notes.append(
+            f"{duplicates:,} rows ({duplicates / max(read, 1):.1%}) duplicate an earlier row (target and "
+            f"every used column equal); they can leak across splits and flatter validation and test "
+            f"metrics: set data.dedupe: true to drop them"
+        )
+    for name, entry in columns.items():
+        invalid = entry["total"]["invalid"]
+        if invalid:
+            column = next(c for c in state.columns if c.name == name)
+            what = "rejected (invalid: reject)" if column.invalid == "reject" else "imputed (invalid: null)"
+            notes.append(f"column '{name}': {invalid:,} values that cannot be read as its type, {what}")
     for column in state.columns:
         if isinstance(column, NumericState) and column.observed_min == column.observed_max:
             notes.append(f"column '{column.name}' is constant in the training split; its feature is constant")

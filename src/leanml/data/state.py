@@ -55,6 +55,11 @@ class NumericState(_Frozen):
     outliers: OutlierState | None = None
     observed_min: float
     observed_max: float
+    thousands: str | None = None
+    """Thousands separator of numbers written as text (see ``leanml.data.convert.NumberOptions``)."""
+    decimal: str = "."
+    invalid: Literal["null", "reject"] = "reject"
+    """A value that is not a number: ``null`` (imputed) or ``reject`` (the row is rejected)."""
 
 
 class CategoricalState(_Frozen):
@@ -70,6 +75,11 @@ class CategoricalState(_Frozen):
     infrequent: list[str] = Field(default_factory=list)
     """Categories seen in training below ``min_frequency``; they share the ``=__infrequent__`` column."""
     handle_unknown: Literal["ignore", "error"]
+    strip: bool = False
+    """Whitespace around values is removed before they are compared with the categories."""
+    boolean: bool = False
+    """Values are booleans mapped to ``true`` / ``false`` (see ``leanml.data.convert.CategoryOptions``)."""
+    invalid: Literal["null", "reject"] = "reject"
 
 
 class DatetimeOutput(_Frozen):
@@ -85,12 +95,16 @@ class DatetimeState(_Frozen):
     type: Literal["datetime"] = "datetime"
     name: str
     format: str | None
+    """The first of ``formats`` (states written before ``formats`` existed have only this)."""
     impute: str
     fill_epoch: float
     indicator: bool
     outputs: list[DatetimeOutput]
     observed_min: float
     observed_max: float
+    formats: list[str] = Field(default_factory=list)
+    """Formats of text input, tried in order; read with ``leanml.data.convert.datetime_formats``."""
+    invalid: Literal["null", "reject"] = "reject"
 
 
 ColumnState = Annotated[Union[NumericState, CategoricalState, DatetimeState], Field(discriminator="type")]  # noqa: UP007
@@ -105,6 +119,8 @@ class TargetState(_Frozen):
     """Canonical text of each class (how the data spells it); the model predicts indices into this list."""
     labels: list[Any] = Field(default_factory=list)
     """The classes as values for output: numbers, booleans or text."""
+    strip: bool = False
+    """Whitespace around text labels is removed (``' <=50K'`` is the class ``'<=50K'``)."""
 
 
 class PreprocessState(_Frozen):

@@ -3,7 +3,8 @@
 Task inference (``task: auto``): text or booleans are classification; numbers are classification when
 they are all whole and take at most :data:`MAX_AUTO_CLASSES` distinct values, regression otherwise.
 ``binary`` means exactly two classes. Classes are sorted (numerically when they are numbers) and the model
-predicts indices into that list.
+predicts indices into that list. Text labels are stripped of surrounding whitespace (``' <=50K'`` is the
+class ``'<=50K'``); states written before that keep their labels as they were (``TargetState.strip``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ MAX_AUTO_CLASSES = 20
 MISSING_TARGET = "missing_target"
 INVALID_TARGET = "invalid_target"
 UNSEEN_TARGET = "unseen_target"
+STRIPPED = convert.CategoryOptions(strip=True)
 
 
 def infer_target(frame: pl.LazyFrame, name: str, task: str, null_values: list[str]) -> TargetState:
@@ -26,7 +28,7 @@ def infer_target(frame: pl.LazyFrame, name: str, task: str, null_values: list[st
     dtype = frame.collect_schema()[name]
     if dtype.is_temporal():
         raise DataError(f"target '{name}': holds {dtype} values; a target must be numbers or labels")
-    key = convert.to_category(name, dtype, null_values).value
+    key = convert.to_category(name, dtype, null_values, STRIPPED).value
     number = convert.to_number(name, dtype, null_values).value if dtype != pl.Boolean else pl.lit(None)
     summary = (
         frame.select(
@@ -51,7 +53,7 @@ def infer_target(frame: pl.LazyFrame, name: str, task: str, null_values: list[st
         # Rows whose target is not a number are dropped as invalid_target and counted; none at all is fatal.
         if int(summary["numeric"]) == 0:
             raise DataError(f"target '{name}': task is regression but no value is a number")
-        return TargetState(name=name, task="regression")
+        return TargetState(name=name, task="regression", strip=True)
 
     counts = ValueCounts.from_frame(
         value_counts_query(frame.select(key.alias(name)), name).collect(engine="streaming")
@@ -72,7 +74,7 @@ def infer_target(frame: pl.LazyFrame, name: str, task: str, null_values: list[st
     if task == "binary" and len(classes) != 2:
         raise DataError(f"target '{name}': task is binary but the data has {len(classes)} classes")
     resolved = "binary" if len(classes) == 2 and task != "multiclass" else "multiclass"
-    return TargetState(name=name, task=resolved, classes=classes, labels=labels)
+    return TargetState(name=name, task=resolved, classes=classes, labels=labels, strip=True)
 
 
 def _number_label(text: str) -> int | float:
@@ -91,7 +93,8 @@ def target_exprs(target: TargetState, dtype: pl.DataType, null_values: list[str]
             .then(pl.lit(INVALID_TARGET))
         )
         return converted.value, reason
-    converted = convert.to_category(target.name, dtype, null_values)
+    options = convert.CategoryOptions(strip=target.strip)
+    converted = convert.to_category(target.name, dtype, null_values, options)
     # An Enum cast maps each class to its index (null when unseen) and streams, unlike replace_strict.
     index = converted.value.cast(pl.Enum(target.classes), strict=False).to_physical().cast(pl.Int64)
 

@@ -23,6 +23,7 @@ import polars as pl
 
 from leanml.config import ColumnSpec
 from leanml.data import convert
+from leanml.data.io import is_pandas_index, not_a_column_hint
 from leanml.data.state import (
     CategoricalState,
     DatetimeState,
@@ -74,15 +75,9 @@ def feature_column(feature: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Stage 1: convert raw values
 # --------------------------------------------------------------------------------------------------
-def convert_exprs(
-    name: str, kind: str, dtype: pl.DataType, null_values: list[str], fmt: str | None = None
-) -> list[pl.Expr]:
-    if kind == "numeric":
-        converted = convert.to_number(name, dtype, null_values)
-    elif kind == "categorical":
-        converted = convert.to_category(name, dtype, null_values)
-    else:
-        converted = convert.to_datetime(name, dtype, null_values, fmt)
+def convert_exprs(name: str, column: Any, dtype: pl.DataType, null_values: list[str]) -> list[pl.Expr]:
+    """The typed value, missing flag and invalid flag of a column (a spec or a state) as expressions."""
+    converted = convert.convert_column(name, column, dtype, null_values)
     return [
         converted.value.alias(value_column(name)),
         converted.missing.fill_null(True).alias(missing_column(name)),
@@ -128,11 +123,16 @@ def outlier_exprs(name: str, rule: OutlierState | None, mode: Mode) -> list[pl.E
 def rejection_rules(states: Sequence[AnyState], mode: Mode) -> list[tuple[str, str, pl.Expr]]:
     """Per column, the conditions (over an annotated frame) that drop a row (train) or reject it (serve).
 
-    Each entry is ``(column, reason, condition)``; the reason reads ``outlier:COL`` or
-    ``unseen_category:COL``. ``annotate`` uses the first that holds as ``__reason``; the server's
-    validator reports every one of them.
+    Each entry is ``(column, reason, condition)``; the reason reads ``invalid:COL`` (a value that cannot
+    be read as the column's type, under ``invalid: reject``), ``outlier:COL`` or ``unseen_category:COL``.
+    ``annotate`` uses the first that holds as ``__reason``; the server's validator reports every one.
     """
     rules: list[tuple[str, str, pl.Expr]] = []
+    for state in states:
+        # Any value reads as a category unless the column holds booleans: only then can one be invalid.
+        can_be_invalid = not isinstance(state, CategoricalState) or state.boolean
+        if state.invalid == "reject" and can_be_invalid:
+            rules.append((state.name, f"invalid:{state.name}", pl.col(invalid_flag(state.name))))
     for state in states:
         rule = state.outliers if isinstance(state, NumericState) else None
         if rule is not None and effective_action(rule, mode) in ("drop", "reject"):
@@ -222,13 +222,10 @@ def annotation_stages(schema: pl.Schema, state: PreprocessState, mode: Mode) -> 
     They depend only on the state, the mode and the input dtypes, so a server builds them once per
     input schema and reuses them for every batch (see :func:`apply_stages`).
     """
-    fmt = {c.name: c.format for c in state.columns if isinstance(c, DatetimeState)}
     stage1 = [
         expr
         for c in state.columns
-        for expr in convert_exprs(
-            c.name, c.type, _input_dtype(schema, c.name), state.null_values, fmt.get(c.name)
-        )
+        for expr in convert_exprs(c.name, c, _input_dtype(schema, c.name), state.null_values)
     ]
     stage2: list[pl.Expr] = []
     for c in state.columns:
@@ -319,13 +316,13 @@ def check_columns(schema: pl.Schema, columns: Mapping[str, ColumnSpec], target: 
     if missing:
         raise DataError(
             f"column(s) {', '.join(repr(m) for m in missing)} are in the config but not in the data; "
-            f"the data has: {', '.join(schema.names())}"
+            + not_a_column_hint(missing, schema.names())
         )
 
 
 def check_reserved(schema: pl.Schema) -> None:
     """Raise a :class:`DataError` when raw data uses the ``__`` prefix leanml keeps for its own columns."""
-    reserved = [name for name in schema.names() if name.startswith("__")]
+    reserved = [name for name in schema.names() if name.startswith("__") and not is_pandas_index(name)]
     if reserved:
         raise DataError(f"column names starting with '__' are reserved for leanml: {', '.join(reserved)}")
 

@@ -1,11 +1,11 @@
 """Model architectures, their registry and JSON spec, weights I/O and ONNX export.
 
-Importing this package registers the built-in architectures: ``linear``, ``mlp`` and ``resmlp``.
+Importing this package registers the built-in architectures: ``linear``, ``mlp``, ``resmlp`` and ``tabm``.
 """
 
 from __future__ import annotations
 
-from leanml.models import linear, mlp, resmlp  # noqa: F401  (imported to register them)
+from leanml.models import linear, mlp, resmlp, tabm  # noqa: F401  (imported to register them)
 from leanml.models.export import ONNX_INPUT, ONNX_OUTPUT, export_onnx
 from leanml.models.registry import (
     ARCHITECTURES,

@@ -1,10 +1,13 @@
-"""The ASGI app: KServe V1, Open Inference Protocol (V2) REST, drift and Prometheus metrics.
+"""The ASGI app: KServe V1, Open Inference Protocol (V2) REST, drift, Prometheus metrics and OpenAPI.
 
 Every answer to bad input is a 4xx with a JSON body ``{"error": ..., "details": [...]}``: malformed JSON
-400, missing or wrong API key 401, unknown model 404, body or row count over the limit 413, invalid
-values 422 (one entry per row and field); a full queue gives 503 with ``Retry-After``, a missed deadline
-504. Prediction responses carry ``X-Model-Version`` and the time spent queued, preprocessing and in the
-model (``X-Queue-Ms``, ``X-Preprocess-Ms``, ``X-Model-Ms``).
+or text that is not UTF-8 400, missing or wrong API key 401, unknown model 404, body or row count over the
+limit 413, a body that is not JSON (``Content-Type``) 415, invalid values 422 (one entry per row and
+field); a full queue gives 503 with ``Retry-After``, a missed deadline 504. Two middlewares wrap the
+router: :class:`ApiKeyGuard` (the optional key) and :class:`ErrorGuard` (any fault left in a handler
+becomes a logged, counted JSON 500; a client that disconnects mid-request ends it quietly). Prediction
+responses carry ``X-Model-Version`` and the time spent queued, preprocessing and in the model
+(``X-Queue-Ms``, ``X-Preprocess-Ms``, ``X-Model-Ms``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,21 +24,30 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leanml._version import __version__
 from leanml.bundle.artifact import input_schema
 from leanml.config import ServeConfig
+from leanml.errors import ConfigError
 from leanml.serve import protocol
 from leanml.serve.batcher import RETRY_AFTER_S
 from leanml.serve.engine import Answer, Job
-from leanml.serve.metrics import ServerMetrics
+from leanml.serve.metrics import UNKNOWN_MODEL, ServerMetrics
+from leanml.serve.openapi import openapi_document
 from leanml.serve.registry import ModelSlot, Registry
 from leanml.serve.validation import RequestError, check_columns, instances_to_columns
 
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+JSON_TYPES = ("application/json", "text/json")
+BINARY_TYPE = "application/octet-stream"
+"""The V2 binary tensor extension's body (a JSON header, then raw tensors)."""
+
+log = logging.getLogger("leanml.serve")
 
 
 class JSONResponse(Response):
@@ -51,11 +64,14 @@ def create_app(reference: str, config: ServeConfig | None = None) -> Starlette:
     config = config or ServeConfig()
     metrics = ServerMetrics()
     registry = Registry(reference, config, metrics)
-    registry.load()
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if config.api_key_env and not api_key:
-        raise RequestError(500, f"the API key variable {config.api_key_env} is not set")
-    server = Server(registry, config, metrics, api_key)
+        raise ConfigError(
+            f"api_key_env: the environment variable {config.api_key_env} is not set or empty "
+            f"(set it to the API key, or leave out --api-key-env)"
+        )
+    registry.load()
+    server = Server(registry, config, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -67,6 +83,7 @@ def create_app(reference: str, config: ServeConfig | None = None) -> Starlette:
         Route("/v1/models/{target}", server.v1, methods=["GET", "POST"]),
         Route("/v1/models/{name}/drift", server.drift, methods=["GET"]),
         Route("/v2", server.v2_server, methods=["GET"]),
+        Route("/v2/", server.v2_server, methods=["GET"]),
         Route("/v2/health/live", server.live, methods=["GET"]),
         Route("/v2/health/ready", server.ready, methods=["GET"]),
         Route("/v2/models/{name}", server.v2_metadata, methods=["GET"]),
@@ -76,10 +93,12 @@ def create_app(reference: str, config: ServeConfig | None = None) -> Starlette:
         Route("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
         Route("/metrics", server.prometheus, methods=["GET"]),
+        Route("/openapi.json", server.openapi, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(ErrorGuard, metrics=metrics), Middleware(ApiKeyGuard, api_key=api_key)],
         exception_handlers={HTTPException: _http_error, RequestError: _request_error},
     )
     app.state.registry = registry
@@ -105,30 +124,93 @@ def _error(exc: RequestError) -> Response:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
+class ErrorGuard:
+    """Any exception a handler lets through becomes a JSON 500 (logged, counted in
+    ``leanml_internal_errors_total``); a client that disconnects mid-request ends it without a log."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except ClientDisconnect:
+            log.debug("%s %s: the client disconnected mid-request", scope["method"], scope["path"])
+        except Exception as exc:
+            self.metrics.internal_errors.inc()
+            log.error("%s %s: internal error", scope["method"], scope["path"][:200], exc_info=exc)
+            if not started:
+                response = JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, 500)
+                await response(scope, receive, send)
+
+
+class ApiKeyGuard:
+    """With an API key set, every request but the health checks must send it, as ``X-API-Key: KEY`` or
+    ``Authorization: Bearer KEY`` (compared in constant time); else 401."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.api_key is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key")
+        if given is None:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            given = token.strip() if scheme.lower() == b"bearer" else b""
+        if hmac.compare_digest(given, self.api_key):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"error": "missing or wrong API key (send it as X-API-Key: KEY or Authorization: Bearer KEY)"},
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Server:
     """The request handlers, sharing the registry, config and metrics."""
 
-    def __init__(
-        self, registry: Registry, config: ServeConfig, metrics: ServerMetrics, api_key: str | None
-    ) -> None:
+    def __init__(self, registry: Registry, config: ServeConfig, metrics: ServerMetrics) -> None:
         self.registry = registry
         self.config = config
         self.metrics = metrics
-        self.api_key = api_key
+        # Prometheus children by label values, looked up once: labels() per request showed in profiles.
+        # The values come from loaded models and a fixed set of endpoints and statuses, so this is bounded.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def _count(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((model, endpoint, status))
+        if counter is None:
+            counter = self.metrics.requests.labels(model=model, endpoint=endpoint, status=str(status))
+            self._counters[(model, endpoint, status)] = counter
+        timer = self._timers.get((model, endpoint))
+        if timer is None:
+            timer = self.metrics.latency.labels(model=model, endpoint=endpoint)
+            self._timers[(model, endpoint)] = timer
+        counter.inc()
+        timer.observe(seconds)
 
     # ------------------------------------------------------------------ helpers
-    def _authorize(self, request: Request) -> None:
-        if self.api_key is None or request.url.path in OPEN_PATHS:
-            return
-        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-            "Bearer "
-        )
-        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-            raise RequestError(401, "missing or wrong API key (send it as X-API-Key)")
-
     def _slot(self, name: str, version: str | None = None) -> ModelSlot:
         slot = self.registry.slots.get(name)
         if slot is None:
@@ -138,7 +220,16 @@ class Server:
             raise RequestError(404, f"model '{name}' serves version {slot.served.version}, not {version}")
         return slot
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, *media: str) -> bytes:
+        """The request body, of one of the ``media`` types or JSON (415 otherwise), within the size limit."""
+        declared_type = request.headers.get("content-type")
+        if declared_type is not None:
+            kind = declared_type.partition(";")[0].strip().lower()
+            if kind not in (*JSON_TYPES, *media) and not kind.endswith("+json"):
+                accepted = " or ".join(("application/json", *media))
+                raise RequestError(
+                    415, f"Content-Type {declared_type[:60]!r} is not supported; send {accepted}"
+                )
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -158,19 +249,31 @@ class Server:
             columns=columns, rows=rows, future=loop.create_future(), deadline=time.perf_counter() + timeout
         )
         slot.batcher.submit(job)
+        # One timer handle per request instead of wait_for's extra task and future (visible in profiles).
+        expiry = loop.call_later(timeout, _expire, job.future, self.config.timeout_ms)
         try:
-            return await asyncio.wait_for(job.future, timeout)
-        except TimeoutError:
-            raise RequestError(504, f"no answer within {self.config.timeout_ms:g} ms") from None
+            return await job.future
+        finally:
+            expiry.cancel()
 
-    async def _measured(self, model: str, endpoint: str, work: Callable[[], Awaitable[Response]]) -> Response:
+    async def _measured(self, name: str, endpoint: str, work: Callable[[], Awaitable[Response]]) -> Response:
+        """Run a prediction handler, counting and timing it under the model's name (when it is served)."""
+        model = name if name in self.registry.slots else UNKNOWN_MODEL
         started = time.perf_counter()
+
+        def count(status: int) -> None:
+            self._count(model, endpoint, status, time.perf_counter() - started)
+
         try:
             response = await work()
         except RequestError as exc:
             response = _error(exc)
-        self.metrics.requests.labels(model=model, endpoint=endpoint, status=str(response.status_code)).inc()
-        self.metrics.latency.labels(model=model, endpoint=endpoint).observe(time.perf_counter() - started)
+        except Exception:  # answered 500 by ErrorGuard; counted here under its model too
+            count(500)
+            raise
+        count(response.status_code)
+        if response.status_code == 500:  # a fault reported as a value (e.g. by the model runtime)
+            self.metrics.internal_errors.inc()
         return response
 
     @staticmethod
@@ -195,7 +298,6 @@ class Server:
     # ------------------------------------------------------------------ V1
     async def v1(self, request: Request) -> Response:
         """``GET /v1/models/{name}`` (metadata) and ``POST /v1/models/{name}:predict``."""
-        self._authorize(request)
         target = request.path_params["target"]
         if request.method == "GET":
             return JSONResponse(self._v1_metadata(self._slot(target)))
@@ -235,7 +337,6 @@ class Server:
 
     async def drift(self, request: Request) -> Response:
         """``GET /v1/models/{name}/drift``: PSI per input column against the training distribution."""
-        self._authorize(request)
         slot = self._slot(request.path_params["name"])
         monitor = slot.served.drift
         if monitor is None:
@@ -245,7 +346,6 @@ class Server:
     # ------------------------------------------------------------------ V2
     async def v2_server(self, request: Request) -> Response:
         """``GET /v2``: server metadata."""
-        self._authorize(request)
         return JSONResponse({"name": "leanml", "version": __version__, "extensions": ["binary_tensor_data"]})
 
     async def live(self, request: Request) -> Response:
@@ -258,13 +358,11 @@ class Server:
 
     async def v2_ready(self, request: Request) -> Response:
         """``GET /v2/models/{name}[/versions/{version}]/ready``."""
-        self._authorize(request)
-        self._slot(request.path_params["name"], request.path_params.get("version"))
-        return JSONResponse({"ready": True})
+        slot = self._slot(request.path_params["name"], request.path_params.get("version"))
+        return JSONResponse({"name": slot.source.name, "ready": True})
 
     async def v2_metadata(self, request: Request) -> Response:
         """``GET /v2/models/{name}[/versions/{version}]``."""
-        self._authorize(request)
         slot = self._slot(request.path_params["name"], request.path_params.get("version"))
         bundle = slot.served.bundle
         inputs, outputs = protocol.v2_tensor_metadata(bundle.state, bundle.labels, bundle.task)
@@ -280,39 +378,74 @@ class Server:
 
     async def v2_infer(self, request: Request) -> Response:
         """``POST /v2/models/{name}[/versions/{version}]/infer``."""
-        self._authorize(request)
         name = request.path_params["name"]
         return await self._measured(name, "v2", lambda: self._v2_infer(request, name))
 
     async def _v2_infer(self, request: Request, name: str) -> Response:
         slot = self._slot(name, request.path_params.get("version"))
-        body = await self._body(request)
-        payload, columns, rows = protocol.parse_v2(body, request.headers.get(protocol.HEADER_LENGTH.lower()))
-        state = slot.served.bundle.state
-        errors = check_columns(columns, rows, state, self.config.max_rows)
+        body = await self._body(request, BINARY_TYPE)
+        infer = protocol.parse_v2(body, request.headers.get(protocol.HEADER_LENGTH))
+        bundle = slot.served.bundle
+        _, outputs = protocol.v2_tensor_metadata(bundle.state, bundle.labels, bundle.task)
+        protocol.check_outputs(infer, [output["name"] for output in outputs])
+        columns, rows = infer.columns, infer.rows
+        errors = check_columns(columns, rows, bundle.state, self.config.max_rows)
         if errors:
             raise await self._all_problems(slot, columns, rows, errors, "invalid input tensors")
-        answer = await self._run(slot, {c.name: columns[c.name] for c in state.columns}, rows)
-        bundle = slot.served.bundle
+        answer = await self._run(slot, {c.name: columns[c.name] for c in bundle.state.columns}, rows)
         content, headers = protocol.v2_response(
-            name,
+            slot.source.name,
             answer.version,
-            payload,
+            infer,
             answer.predictions,
             answer.probabilities,
             bundle.labels,
             bundle.task,
         )
         headers.update(self._timing_headers(answer))
-        media = "application/octet-stream" if protocol.HEADER_LENGTH in headers else "application/json"
+        media = BINARY_TYPE if protocol.HEADER_LENGTH in headers else "application/json"
         return Response(content, media_type=media, headers=headers)
 
-    # ------------------------------------------------------------------ metrics
+    # ------------------------------------------------------------------ metrics and schema
     async def prometheus(self, request: Request) -> Response:
-        """``GET /metrics``: Prometheus text, with the drift PSI refreshed."""
-        self._authorize(request)
-        for name, slot in self.registry.slots.items():
+        """``GET /metrics``: Prometheus text, with the drift PSI refreshed (rendered off the event loop)."""
+        return Response(await asyncio.to_thread(self._render_metrics), media_type="text/plain; version=0.0.4")
+
+    def _render_metrics(self) -> bytes:
+        for name, slot in list(self.registry.slots.items()):
             if slot.served.drift is not None:
                 for column, entry in slot.served.drift.report()["columns"].items():
                     self.metrics.drift.labels(model=name, column=column).set(entry["psi"])
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return self.metrics.render()
+
+    async def openapi(self, request: Request) -> Response:
+        """``GET /openapi.json``: OpenAPI 3 of V1 and V2 for each served model, with its real inputs."""
+        return JSONResponse(
+            openapi_document(
+                self._models(), self.config.max_rows, api_key=self.config.api_key_env is not None
+            )
+        )
+
+    def _models(self) -> list[dict[str, Any]]:
+        """What :func:`openapi_document` needs of each served model."""
+        models = []
+        for name, slot in self.registry.slots.items():
+            bundle = slot.served.bundle
+            inputs, outputs = protocol.v2_tensor_metadata(bundle.state, bundle.labels, bundle.task)
+            models.append(
+                {
+                    "name": name,
+                    "version": bundle.version,
+                    "task": bundle.task,
+                    "labels": bundle.labels,
+                    "inputs": input_schema(bundle.state),
+                    "tensors": inputs,
+                    "outputs": outputs,
+                }
+            )
+        return models
+
+
+def _expire(future: asyncio.Future[Any], timeout_ms: float) -> None:
+    if not future.done():
+        future.set_exception(RequestError(504, f"no answer within {timeout_ms:g} ms"))

@@ -1,8 +1,10 @@
 """Adaptive batching inside the server process.
 
-Requests wait in a bounded queue. A worker takes the first, then keeps taking until the batch holds
-``max_batch_size`` rows or ``max_wait_ms`` has passed since it started, and runs the batch in a worker
-thread (the event loop keeps accepting requests meanwhile, so the next batch fills while this one runs).
+Requests wait in a bounded queue. A worker takes the first, then every request already queued, then
+keeps waiting for more until the batch holds ``max_batch_size`` rows or ``max_wait_ms`` has passed since
+it started, and runs the batch in a worker thread. The event loop keeps accepting requests meanwhile, so
+the next batch fills while this one runs: with ``max_wait_ms: 0`` (the default) a lone request runs at
+once, and under load batches still form from the requests that arrive during a model call.
 A full queue sheds load: the request is refused at once with 503 and ``Retry-After``. A request whose
 deadline has passed before its batch runs is answered 504 without being computed.
 """
@@ -77,12 +79,13 @@ class Batcher:
             close_at = loop.time() + self.max_wait_s
             while rows < self.max_batch_size:
                 try:
-                    remaining = close_at - loop.time()
-                    job = (
-                        self.queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(self.queue.get(), remaining)
-                    )
+                    if not self.queue.empty():  # what queued while the last batch ran: no waiting
+                        job = self.queue.get_nowait()
+                    else:
+                        remaining = close_at - loop.time()
+                        if remaining <= 0:
+                            break
+                        job = await asyncio.wait_for(self.queue.get(), remaining)
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
                 batch.append(job)

@@ -11,7 +11,6 @@ path: JSON → numpy → one ``InferenceSession.run`` → answers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ import numpy as np
 from leanml.bundle import graph
 from leanml.bundle.artifact import Bundle
 from leanml.bundle.drift import DriftMonitor
-from leanml.bundle.feed import Values, read_request, request_feed, stack_feeds
+from leanml.bundle.feed import read_batch, read_request, readers, stack_feeds
+from leanml.data import convert
 from leanml.data.state import CategoricalState, DatetimeState, NumericState
 from leanml.serve.validation import EXPECTED, FieldError, RequestError, show_value
 
@@ -64,6 +64,7 @@ class ServedModel:
         self.problem_names = graph.problem_names(state)
         self.flag_names = graph.flag_names(state)
         self.columns = {c.name: c for c in state.columns}
+        self.readers = readers(state)
         self.answer_names = (
             [graph.PREDICTION] if self.task == "regression" else [graph.PROBABILITIES, graph.LABEL_INDEX]
         )
@@ -87,81 +88,91 @@ class ServedModel:
             name: [v if _scalar(v) else None for v in columns.get(name, [None] * rows)]
             for name in self.columns
         }
-        feed, errors = request_feed(usable, rows, self.state)
-        outputs = self._run(feed)
+        values, errors = read_request(usable, rows, self.state, self.readers)
+        outputs = self._run(stack_feeds([values], self.state))
         return errors + self._problems(outputs[graph.PROBLEMS], usable, 0, rows)
 
     def infer(self, jobs: list[Job]) -> list[Answer | RequestError]:
         """Answer every job of a batch (runs in a worker thread); a job's failure is its own."""
         started = time.perf_counter()
-        answers: list[Answer | RequestError | None] = [None] * len(jobs)
-        requests: list[Values] = []
-        readable: list[int] = []
-        for i, job in enumerate(jobs):
-            try:
-                values, errors = read_request(job.columns, job.rows, self.state)
-            except Exception:  # a defect in reading one request must not touch the others
-                log.exception("cannot read a request's values")
-                answers[i] = RequestError(500, "internal error while reading the request's values")
-                continue
-            if errors:
-                answers[i] = RequestError(422, "invalid input values", errors)
-                continue
-            requests.append(values)
-            readable.append(i)
-        if requests:
-            try:
-                feed = stack_feeds(requests, self.state)
-                prepared = time.perf_counter()
-                outputs = self._run(feed)
-                parts = _split(outputs, [jobs[i].rows for i in readable])
-            except Exception:  # then one graph call per request, so a failing request fails alone
-                prepared = time.perf_counter()
-                parts = [self._run_alone(values) for values in requests]
-            scored = time.perf_counter()
-            timings = {"preprocess": prepared - started, "model": scored - prepared}
-            accepted: list[np.ndarray] = []
-            for i, part in zip(readable, parts, strict=True):
-                answers[i] = self._answer(jobs[i], part, timings, accepted)
-            if self.drift is not None and accepted:
-                self.drift.update(np.concatenate(accepted))
-        return answers  # type: ignore[return-value]
+        try:
+            columns, rows = [job.columns for job in jobs], [job.rows for job in jobs]
+            feed, errors = read_batch(columns, rows, self.state, self.readers)
+        except Exception:  # a defect in reading: read each request alone, so that it fails alone
+            log.exception("cannot read a batch's values; reading its requests one by one")
+            return [self._alone(job) for job in jobs]
+        prepared = time.perf_counter()
+        try:
+            outputs = self._run(feed)
+        except Exception:  # then one graph call per request, so a failing request fails alone
+            log.exception("the serving graph failed on a batch; answering its requests one by one")
+            return [self._alone(job) for job in jobs]
+        timings = {"preprocess": prepared - started, "model": time.perf_counter() - prepared}
+        return self._answers(jobs, outputs, timings, errors)
 
     # ------------------------------------------------------------------ internals
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.bundle.pipeline.session.run(self._wanted, feed)
         return dict(zip(self._wanted, outputs, strict=True))
 
-    def _run_alone(self, values: Values) -> dict[str, np.ndarray] | RequestError:
+    def _alone(self, job: Job) -> Answer | RequestError:
+        started = time.perf_counter()
         try:
-            return self._run(stack_feeds([values], self.state))
+            values, errors = read_request(job.columns, job.rows, self.state, self.readers)
+            outputs = self._run(stack_feeds([values], self.state))
         except Exception:
-            log.exception("the serving graph failed on a request")
+            log.exception("cannot answer a request")
             return RequestError(500, "internal error while computing the answer")
+        return self._answers([job], outputs, {"model": time.perf_counter() - started}, [errors])[0]
 
-    def _answer(
+    def _answers(
         self,
-        job: Job,
-        part: dict[str, np.ndarray] | RequestError,
+        jobs: list[Job],
+        outputs: dict[str, np.ndarray],
         timings: dict[str, float],
-        accepted: list[np.ndarray],
-    ) -> Answer | RequestError:
-        if isinstance(part, RequestError):
-            return part
-        problems = part[graph.PROBLEMS]
-        if problems.any():
-            details = self._problems(problems, job.columns, 0, job.rows)
-            return RequestError(422, "invalid input values", details)
-        if graph.FEATURES in part:
-            accepted.append(part[graph.FEATURES])
-        flags = self._flags(part[graph.FLAGS])
-        timings = {"queue": job.queued_s, **timings}
+        errors: list[list[FieldError]],
+    ) -> list[Answer | RequestError]:
+        """Each job's answer from the graph's outputs for all of them, its rows one after the other.
+
+        Labels, probabilities and flags are made once for the batch; a job with a problem in any of its
+        rows gets its own 422 listing them.
+        """
+        problems = outputs[graph.PROBLEMS]
+        bad = problems.any(axis=1) if problems.shape[1] else np.zeros(len(problems), dtype=bool)
+        flags = self._flags(outputs[graph.FLAGS])
         if self.task == "regression":
-            values = part[graph.PREDICTION].astype(np.float64)
-            return Answer(values.tolist(), None, flags, self.version, timings)
-        predictions = self.labels[part[graph.LABEL_INDEX]].tolist()
-        probabilities = part[graph.PROBABILITIES].astype(np.float64)
-        return Answer(predictions, probabilities, flags, self.version, timings)
+            predictions = outputs[graph.PREDICTION].astype(np.float64).tolist()
+            probabilities = None
+        else:
+            predictions = self.labels[outputs[graph.LABEL_INDEX]].tolist()
+            probabilities = outputs[graph.PROBABILITIES].astype(np.float64)
+        accepted = np.ones(len(bad), dtype=bool)
+        answers: list[Answer | RequestError] = []
+        start = 0
+        for job, unreadable in zip(jobs, errors, strict=True):
+            stop = start + job.rows
+            if unreadable:
+                answers.append(RequestError(422, "invalid input values", unreadable))
+                accepted[start:stop] = False
+            elif bad[start:stop].any():
+                details = self._problems(problems, job.columns, start, job.rows)
+                answers.append(RequestError(422, "invalid input values", details))
+                accepted[start:stop] = False
+            else:
+                answers.append(
+                    Answer(
+                        predictions[start:stop],
+                        None if probabilities is None else probabilities[start:stop],
+                        flags[start:stop],
+                        self.version,
+                        {"queue": job.queued_s, **timings},
+                    )
+                )
+            start = stop
+        if self.drift is not None and accepted.any():
+            features = outputs[graph.FEATURES]
+            self.drift.update(features if accepted.all() else features[accepted])
+        return answers
 
     def _flags(self, flags: np.ndarray) -> list[str | None]:
         if not self.flag_names or not flags.any():
@@ -192,21 +203,16 @@ class ServedModel:
             known = [*column.categories, *column.infrequent]
             shown = ", ".join(known[:10]) + (", …" if len(known) > 10 else "")
             return f"unknown category {show_value(value)} (known: {shown})"
+        if kind == "invalid":
+            try:
+                convert.parse_value(value, column, self.state.null_values)
+            except convert.InvalidValue as exc:
+                return str(exc)
         if isinstance(column, DatetimeState):
-            accepted = column.format or "ISO 8601 and the formats leanml recognizes"
-            return f"expected {EXPECTED['datetime']} in the format {accepted}, got {show_value(value)}"
+            accepted = convert.describe_formats(convert.datetime_formats(column))
+            return f"expected {accepted}, got {show_value(value)}"
         return f"expected {EXPECTED[column.type]}, got {show_value(value)}"
 
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _split(outputs: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
-    if len(rows) == 1:
-        return [outputs]
-    bounds = np.cumsum([0, *rows]).tolist()
-    return [
-        {name: value[start:stop] for name, value in outputs.items()}
-        for start, stop in itertools.pairwise(bounds)
-    ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ NUMPY_TYPES = {
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a JSON body; malformed JSON is a 400.
+    """Parse a JSON body: text that is not UTF-8 or not JSON is a 400.
 
     ``NaN`` and ``Infinity`` literals (not JSON, but what some clients, tritonclient among them, send for
     float tensors) are accepted: NaN reads as a missing value, infinities are reported as invalid.
@@ -47,20 +48,71 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            raise RequestError(400, f"malformed JSON: {exc}") from None
+        first_error = exc
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            400, f"the body is not UTF-8 text: byte 0x{body[exc.start]:02x} at offset {exc.start} is invalid"
+        ) from None
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RequestError(400, f"malformed JSON: {first_error}") from None
+    _refuse_lone_surrogates(payload)
+    return payload
 
 
-def parse_v2(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
-    """A V2 infer request → (request JSON, columns by input name, rows)."""
+def _refuse_lone_surrogates(payload: Any) -> None:
+    """A 400 for strings that hold half of a UTF-16 surrogate pair (``"\\ud800"``): not Unicode text.
+
+    Only the slow path needs this: orjson refuses them, the standard library lets them through.
+    """
+    pending = [payload]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RequestError(
+                    400,
+                    f"malformed JSON: the string {item[:40]!r} holds a lone UTF-16 surrogate "
+                    f"(U+{ord(item[exc.start]):04X}), which is not Unicode text",
+                ) from None
+
+
+@dataclass
+class V2Request:
+    """A checked V2 infer request: its input columns and what it asks of the response."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+    id: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Requested outputs by name, with their parameters (empty: every output)."""
+    binary_output: bool = False
+
+
+def parse_v2(body: bytes, header_length: str | None) -> V2Request:
+    """A V2 infer request (JSON, or JSON header + binary tensors) → its columns, rows and output options.
+
+    Every problem of the request's shape is a 422 naming the field: the envelope (``id``, ``parameters``,
+    ``outputs``) and each tensor (``datatype``, ``shape``, ``parameters``, ``data``).
+    """
     binary = b""
     if header_length is not None:
         try:
             size = int(header_length)
         except ValueError:
-            raise RequestError(400, f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            raise RequestError(
+                400, f"{HEADER_LENGTH} must be an integer, got {header_length[:40]!r}"
+            ) from None
         if not 0 <= size <= len(body):
             raise RequestError(400, f"{HEADER_LENGTH} {size} does not fit a body of {len(body)} bytes")
         body, binary = body[:size], body[size:]
@@ -69,52 +121,127 @@ def parse_v2(body: bytes, header_length: str | None) -> tuple[dict[str, Any], di
         raise RequestError(
             422,
             "an infer request needs a non-empty list 'inputs'",
-            [{"row": None, "field": "inputs", "error": "expected a non-empty list of tensors"}],
+            [_field_error("inputs", "expected a non-empty list of tensors")],
         )
+    errors: list[FieldError] = []
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        errors.append(_field_error("id", f"expected a string, got {_show(request_id)}"))
+        request_id = None
+    parameters = _parameters(request, "parameters", errors)
+    binary_output = _flag(parameters, "binary_data_output", "parameters.binary_data_output", errors)
+    outputs = _requested_outputs(request.get("outputs"), errors)
     columns: dict[str, list[Any]] = {}
     rows: int | None = None
-    errors: list[FieldError] = []
     offset = 0
     for position, tensor in enumerate(request["inputs"]):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
             errors.append(
-                {"row": None, "field": f"inputs[{position}]", "error": "expected a tensor with a 'name'"}
+                _field_error(f"inputs[{position}]", "expected a tensor object with a string 'name'")
             )
             continue
         name = tensor["name"]
         try:
             values, offset = _tensor_values(tensor, binary, offset)
         except ValueError as exc:
-            errors.append({"row": None, "field": name, "error": str(exc)})
+            errors.append(_field_error(name, str(exc)))
             continue
         if rows is None:
             rows = len(values)
         elif len(values) != rows:
-            errors.append(
-                {"row": None, "field": name, "error": f"has {len(values)} rows, other inputs have {rows}"}
-            )
+            errors.append(_field_error(name, f"has {len(values)} rows, other inputs have {rows}"))
             continue
         columns[name] = values
+    if rows == 0 and not errors:
+        errors.append(_field_error("inputs", "no rows: the input tensors are empty"))
     if errors:
-        raise RequestError(422, "invalid input tensors", errors)
-    return request, columns, rows or 0
+        raise RequestError(422, "invalid infer request", errors)
+    return V2Request(columns, rows or 0, request_id, outputs, binary_output)
+
+
+def check_outputs(request: V2Request, available: list[str]) -> None:
+    """A 422 when the request asks for an output the model does not have."""
+    unknown = sorted(set(request.outputs) - set(available))
+    if unknown:
+        raise RequestError(
+            422,
+            f"unknown output(s): {', '.join(unknown)}",
+            [
+                _field_error("outputs", f"no output named {u!r} (outputs: {', '.join(available)})")
+                for u in unknown
+            ],
+        )
+
+
+def _field_error(field_name: str, message: str) -> FieldError:
+    return {"row": None, "field": field_name, "error": message}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parameters(owner: dict[str, Any], where: str, errors: list[FieldError]) -> dict[str, Any]:
+    """The ``parameters`` object of a request, tensor or output (absent or null: empty)."""
+    value = owner.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(_field_error(where, f"expected an object, got {_show(value)}"))
+        return {}
+    return value
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str, errors: list[FieldError]) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        errors.append(_field_error(where, f"expected true or false, got {_show(value)}"))
+        return False
+    return value
+
+
+def _requested_outputs(outputs: Any, errors: list[FieldError]) -> dict[str, dict[str, Any]]:
+    if outputs is None:
+        return {}
+    if not isinstance(outputs, list):
+        errors.append(_field_error("outputs", f"expected a list of output objects, got {_show(outputs)}"))
+        return {}
+    requested: dict[str, dict[str, Any]] = {}
+    for position, output in enumerate(outputs):
+        where = f"outputs[{position}]"
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            errors.append(_field_error(where, "expected an object with a string 'name'"))
+            continue
+        parameters = _parameters(output, f"{where}.parameters", errors)
+        if "binary_data" in parameters:
+            _flag(parameters, "binary_data", f"{where}.parameters.binary_data", errors)
+        requested[output["name"]] = parameters
+    return requested
 
 
 def _tensor_values(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[list[Any], int]:
     datatype = tensor.get("datatype")
     shape = tensor.get("shape")
-    if datatype != "BYTES" and datatype not in NUMPY_TYPES:
-        raise ValueError(f"unsupported datatype {datatype!r}")
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMPY_TYPES):
+        raise ValueError(f"unsupported datatype {_show(datatype)} (use BYTES, FP64, FP32, INT64, BOOL, ...)")
     if not (
         isinstance(shape, list)
-        and all(isinstance(d, int) and d >= 0 for d in shape)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
         and (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
     ):
-        raise ValueError(f"shape must be [rows] or [rows, 1], got {shape!r}")
+        raise ValueError(f"shape must be [rows] or [rows, 1], got {_show(shape)}")
     rows = shape[0]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    parameters = tensor.get("parameters")
+    if parameters is None:
+        parameters = {}
+    elif not isinstance(parameters, dict):
+        raise ValueError(f"'parameters' must be an object, got {_show(parameters)}")
+    size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
             raise ValueError("binary_data_size does not fit the binary part of the body")
         chunk = binary[offset : offset + size]
         values = _decode_bytes(chunk) if datatype == "BYTES" else _decode_numbers(chunk, datatype)
@@ -123,7 +250,7 @@ def _tensor_values(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[
         data = tensor.get("data")
         if not isinstance(data, list):
             raise ValueError("'data' must be a list (or use the binary extension)")
-        values = [_json_value(v, datatype) for v in _flatten(data)]
+        values = [_json_value(v, datatype) for v in _flatten(data, len(shape))]
     if len(values) != rows:
         raise ValueError(f"shape says {rows} rows, data holds {len(values)}")
     return values, offset
@@ -140,17 +267,26 @@ def _json_value(value: Any, datatype: str) -> Any:
     else:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
-        raise ValueError(f"a {datatype} tensor holds {value!r}"[:120])
+        raise ValueError(f"a {datatype} tensor holds {_show(value)}")
     return value
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+def _flatten(data: list[Any], depth: int) -> list[Any]:
+    """Tensor data, flat or nested as its shape (at most ``depth`` lists deep), in row-major order."""
     flat: list[Any] = []
-    for item in data:
-        if isinstance(item, list):
-            flat.extend(_flatten(item))
-        else:
-            flat.append(item)
+    stack: list[tuple[list[Any], int, int]] = [(data, 0, 1)]  # (list, next index, nesting level)
+    while stack:
+        items, start, level = stack.pop()
+        for position in range(start, len(items)):
+            item = items[position]
+            if not isinstance(item, list):
+                flat.append(item)
+                continue
+            if level >= depth:
+                raise ValueError(f"'data' is nested deeper than its shape's {depth} dimension(s)")
+            stack.append((items, position + 1, level))  # the rest of this list, after the nested one
+            stack.append((item, 0, level + 1))
+            break
     return flat
 
 
@@ -195,15 +331,13 @@ def v1_response(
 def v2_response(
     name: str,
     version: str,
-    request: dict[str, Any],
+    request: V2Request,
     predictions: list[Any],
     probabilities: np.ndarray | None,
     labels: list[Any],
     task: str,
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 infer response body and headers, binary when the request asked for binary outputs."""
-    requested = {o.get("name"): o for o in request.get("outputs") or [] if isinstance(o, dict)}
-    want_all_binary = bool((request.get("parameters") or {}).get("binary_data_output"))
     tensors: list[tuple[str, str, list[int], np.ndarray]] = []
     if task == "regression":
         tensors.append(("prediction", "FP64", [len(predictions)], np.asarray(predictions, dtype=np.float64)))
@@ -213,21 +347,13 @@ def v2_response(
         tensors.append(("prediction", datatype, [len(predictions)], array))
         assert probabilities is not None
         tensors.append(("probabilities", "FP64", list(probabilities.shape), probabilities.astype(np.float64)))
-    if requested:
-        unknown = sorted(set(requested) - {t[0] for t in tensors})
-        if unknown:
-            raise RequestError(
-                422,
-                f"unknown output(s): {', '.join(map(str, unknown))}",
-                [{"row": None, "field": "outputs", "error": f"no output named {u!r}"} for u in unknown],
-            )
-        tensors = [t for t in tensors if t[0] in requested]
+    if request.outputs:
+        tensors = [t for t in tensors if t[0] in request.outputs]
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for out_name, datatype, shape, array in tensors:
         entry: dict[str, Any] = {"name": out_name, "datatype": datatype, "shape": shape}
-        binary = (requested.get(out_name, {}).get("parameters") or {}).get("binary_data", want_all_binary)
-        if binary:
+        if request.outputs.get(out_name, {}).get("binary_data", request.binary_output):
             blob = _encode_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -237,8 +363,8 @@ def v2_response(
             )
         outputs.append(entry)
     body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": outputs}
-    if "id" in request:
-        body["id"] = request["id"]
+    if request.id is not None:
+        body["id"] = request.id
     header = orjson.dumps(body)
     if not blobs:
         return header, {}

@@ -2,9 +2,10 @@
 
 ``train_model`` reads top to bottom: load the splits as batches, build the model and optimizer, maybe
 resume from the last checkpoint, then for each epoch — set the learning rate, run the batches, evaluate
-on validation, track the best epoch, checkpoint — and finally restore the best weights (with early
-stopping), score the test split and write the outputs. Everything happens here; the one hook, ``on_epoch``,
-lets a caller watch each epoch's record (tuning reports it to its pruner) and stop training by raising.
+on validation, track the best epoch, checkpoint — and finally restore the best epoch's weights (early
+stopping or ``train.restore_best``), score the test split and write the outputs. Everything happens here;
+the one hook, ``on_epoch``, lets a caller watch each epoch's record (tuning reports it to its pruner) and
+stop training by raising.
 
 Outputs in ``out_dir``: ``model.json`` + ``model.safetensors`` (the trained model), ``metrics.json``
 (validation and test metrics, the history per epoch), ``checkpoints/last.safetensors`` and ``plots/``.
@@ -31,6 +32,7 @@ from rich.console import Console
 
 from leanml.config import Config
 from leanml.data.prepared import SPLITS, PreparedData
+from leanml.data.state import CategoricalState, PreprocessState, feature_names
 from leanml.errors import ConfigError, DataError, LeanMLError
 from leanml.files import write_json
 from leanml.metrics import MAIN_METRIC, check_metric, evaluate
@@ -66,7 +68,8 @@ class TrainResult:
 
     ``history`` has one record per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``,
     ``val_metrics`` (name → value), ``lr`` and ``seconds``. ``validation`` and ``test`` are the metrics
-    of the returned ``model`` (the best epoch's weights with early stopping, else the last epoch's).
+    of the returned ``model``: the best epoch's weights with early stopping or ``train.restore_best``, else
+    the last epoch's.
     """
 
     model: TabularModel
@@ -119,7 +122,7 @@ def train_model(
     monitor = _check_config(config, task, train.rows, splits["validation"].rows)
 
     # The model (regression learns the standardized target; the scaling is folded into the model).
-    spec = model_spec(config.model, len(features), task, len(state.target.classes))
+    spec = model_spec(config.model, len(features), task, len(state.target.classes), numeric_features(state))
     torch.manual_seed(tc.seed)
     model = build_model(spec)
     target_std = 1.0
@@ -127,7 +130,8 @@ def train_model(
         target_mean, target_std = target_moments(prepared.split("train"))
         model.set_target_scaling(target_mean, target_std)
     model.to(device)
-    loss_fn = make_loss(task, target_std)
+    loss_fn = make_loss(task, target_std)  # validation scores the plain loss
+    train_loss_fn = smooth_labels(loss_fn, task, tc.label_smoothing, spec["n_outputs"])
     optimizer = make_optimizer(tc, model)
     schedule = LearningRateSchedule(tc)
     stopping = tc.early_stopping
@@ -135,7 +139,7 @@ def train_model(
         monitor,
         patience=stopping.patience if stopping else None,
         min_delta=stopping.min_delta if stopping else 0.0,
-        keep_weights=stopping is not None,
+        keep_weights=tc.restore_best or stopping is not None,
     )
     history: list[dict[str, Any]] = []
     run = _run_identity(config, prepared, spec)
@@ -169,7 +173,7 @@ def train_model(
                 optimizer.zero_grad(set_to_none=True)
             for x, y in train.epoch(shuffle):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = loss_fn(model(x), y)
+                loss = train_loss_fn(model.member_outputs(x), y)  # an ensemble: its members' mean loss
                 if full_batch:  # accumulate the whole training set's mean gradient, step once below
                     (loss * (len(x) / train.rows)).backward()
                 else:
@@ -211,7 +215,7 @@ def train_model(
             if on_epoch is not None:
                 on_epoch(record)
 
-    # The result: best weights (early stopping), final scores, files.
+    # The result: the best epoch's weights (early stopping, restore_best), final scores, files.
     stopped_early = best.should_stop
     if best.weights is not None:
         model.load_state_dict(best.weights)
@@ -252,16 +256,63 @@ def train_model(
 def make_loss(task: str, target_std: float = 1.0) -> LossFn:
     """The training loss of ``task`` on raw network outputs ``[batch, n_outputs]``.
 
-    Binary: cross-entropy on the logit; multiclass: cross-entropy on the logits; regression: mean squared
-    error of the *standardized* target — the model outputs original units, so the error is divided by the
-    target's variance, which gives exactly the gradients of training on the standardized target.
+    Binary: cross-entropy on the logit; multiclass: cross-entropy on the logits (targets are class indices,
+    or ``[batch, K]`` probabilities); regression: mean squared error of the *standardized* target — the
+    model outputs original units, so the error is divided by the target's variance, which gives exactly the
+    gradients of training on the standardized target. Outputs ``[batch, k, n_outputs]`` (an ensemble's
+    members) give the mean of the k members' losses against the same targets.
     """
     if task == "binary":
-        return lambda output, y: F.binary_cross_entropy_with_logits(output[:, 0], y)
+
+        def single(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(output[:, 0], y)
+
+    elif task == "multiclass":
+
+        def single(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(output, y)
+
+    else:
+        inverse_variance = 1.0 / (target_std * target_std)
+
+        def single(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(output[:, 0], y) * inverse_variance
+
+    def loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if output.ndim == 3:
+            members = output.shape[1]
+            return single(output.flatten(0, 1), y.repeat_interleave(members, dim=0))
+        return single(output, y)
+
+    return loss
+
+
+def smooth_labels(loss_fn: LossFn, task: str, epsilon: float, n_classes: int) -> LossFn:
+    """``loss_fn`` on targets moved ``epsilon`` towards uniform: ``(1 − ε) · y + ε / K`` (classification)."""
+    if not epsilon:
+        return loss_fn
+    if task == "binary":
+        return lambda output, y: loss_fn(output, y * (1.0 - epsilon) + 0.5 * epsilon)
     if task == "multiclass":
-        return lambda output, y: F.cross_entropy(output, y)
-    inverse_variance = 1.0 / (target_std * target_std)
-    return lambda output, y: F.mse_loss(output[:, 0], y) * inverse_variance
+        return lambda output, y: loss_fn(
+            output, F.one_hot(y, n_classes).to(output.dtype) * (1.0 - epsilon) + epsilon / n_classes
+        )
+    raise ValueError(f"label smoothing applies to classification, not {task!r}")
+
+
+def numeric_features(state: PreprocessState) -> list[int]:
+    """Indices of the model inputs that carry numbers: numeric columns and datetime parts.
+
+    One-hot categories and ``__missing`` indicators are left out (what ``model.embedding`` embeds).
+    """
+    indices: list[int] = []
+    position = 0
+    for column in state.columns:
+        names = feature_names(column)
+        values = 0 if isinstance(column, CategoricalState) else len(names) - int(column.indicator)
+        indices.extend(range(position, position + values))
+        position += len(names)
+    return indices
 
 
 def evaluate_split(
@@ -323,7 +374,15 @@ def _check_config(config: Config, task: str, train_rows: int, validation_rows: i
     if validation_rows == 0 and (tc.early_stopping or tc.schedule == "plateau"):
         key = "train.early_stopping" if tc.early_stopping else "train.schedule"
         raise ConfigError(f"{key}: needs validation rows, but the validation split is empty (see data.split)")
-    uses_batch_norm = config.model.norm == "batch" and config.model.arch != "linear"
+    if tc.label_smoothing and task == "regression":
+        raise ConfigError("train.label_smoothing: applies to classification only; set it to 0 for regression")
+    if tc.label_smoothing and monitor in ("roc_auc", "log_loss"):
+        raise ConfigError(
+            f"train.label_smoothing: distorts the predicted probabilities that the monitored metric "
+            f"'{monitor}' scores; set train.early_stopping.metric to accuracy, f1 or loss, "
+            f"or train.label_smoothing to 0"
+        )
+    uses_batch_norm = config.model.norm == "batch" and config.model.arch not in ("linear", "tabm")
     if uses_batch_norm and tc.optimizer != "gd" and tc.batch_size < 2:
         raise ConfigError("model.norm: 'batch' needs train.batch_size of at least 2")
     return monitor
