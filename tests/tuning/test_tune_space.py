@@ -134,16 +134,21 @@ def test_search_spec_is_exported_for_docs() -> None:
     assert SearchSpec.model_validate([1, 2]).kind == "choice"
 
 
-def test_an_empty_space_searches_the_learning_rate_optimizer_and_size(
-    tune_config: Callable[..., Config],
-) -> None:
+def test_an_empty_space_searches_the_recipes_knobs(tune_config: Callable[..., Config]) -> None:
     config = tune_config({})
     space = search_space(config.tune)
     space.check(config)
-    assert space.keys == ["train.lr", "train.optimizer", "model.hidden"]
+    assert space.keys == [
+        "train.lr",
+        "train.weight_decay",
+        "model.hidden",
+        "model.dropout",
+        "model.embedding",
+        "model.embedding_scale",
+    ]
     assert space.specs["train.lr"].kind == "log_uniform"
     grid = search_space(tune_config({}, tune={"sampler": "grid"}).tune)
-    assert len(grid.grid_points()) == 4 * 4 * 3
+    assert len(grid.grid_points()) == 4 * 4 * 4 * 4 * 2 * 3
 
 
 def test_spread_points_cover_every_slice_of_each_range_and_every_choice() -> None:

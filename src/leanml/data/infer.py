@@ -138,10 +138,14 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
         key = _yaml_str(g.name) + ":"
         lines.append(f"  {key:<{width + 2}} {g.spec}" + (f"   # {g.comment}" if g.comment else ""))
     lines += [
-        "model: {arch: mlp, hidden: [128, 64], dropout: 0.1}   # arch: linear | mlp | resmlp",
-        "train: {optimizer: adamw, lr: 1.0e-3, batch_size: 512, epochs: 20, early_stopping: {patience: 3}}",
+        "# The defaults that won bench/quality.py against LightGBM: a 3 x 256 MLP over periodic embeddings",
+        "# of the numeric features, AdamW with a warm-up and a cosine schedule, the best epoch kept.",
+        "model: {arch: mlp, hidden: [256, 256, 256], dropout: 0.1, embedding: periodic}"
+        "   # arch: linear | mlp | resmlp | tabm",
+        f"train: {{optimizer: adamw, lr: 1.0e-3, weight_decay: 1.0e-4, batch_size: {batch_size(total)}, "
+        "epochs: 30, warmup_epochs: 1, schedule: cosine, early_stopping: {patience: 6}}",
         "shrink: {methods: [distill, prune, quantize], max_metric_drop: 0.01}   # leanml shrink MODEL",
-        "serve: {host: 127.0.0.1, port: 8000, max_batch_size: 64, max_wait_ms: 2}",
+        "serve: {host: 127.0.0.1, port: 8000, max_batch_size: 64, max_wait_ms: 0}",
         "workdir: runs",
         "store: models",
     ]
@@ -424,3 +428,11 @@ def _num(value: float | None) -> str:
     if value is None:
         return "?"
     return f"{value:g}"
+
+
+def batch_size(rows: int) -> int:
+    """The starter batch size for a table of ``rows``: small batches generalize better on small tables,
+    larger ones keep an epoch of a few hundred thousand rows within a minute or two on a laptop."""
+    if rows <= 50_000:
+        return 256
+    return 512 if rows <= 500_000 else 1024

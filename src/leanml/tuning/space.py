@@ -27,11 +27,15 @@ from leanml.errors import ConfigError
 NOT_SEARCHABLE = ("name", "workdir", "store", "tune")
 """Top-level keys a trial may not change: where outputs go, and the search itself."""
 DEFAULT_SPACE: dict[str, Any] = {
-    "train.lr": {"log_uniform": [1.0e-4, 1.0e-1]},
-    "train.optimizer": ["sgd", "momentum", "adam", "adamw"],
-    "model.hidden": [[64], [128, 64], [256, 128]],
+    "train.lr": {"log_uniform": [1.0e-4, 1.0e-2]},
+    "train.weight_decay": [0.0, 1.0e-5, 1.0e-4, 1.0e-3],
+    "model.hidden": [[128, 128], [256, 256], [256, 256, 256], [512, 512, 512]],
+    "model.dropout": [0.0, 0.1, 0.2, 0.3],
+    "model.embedding": ["none", "periodic"],
+    "model.embedding_scale": [0.01, 0.1, 1.0],
 }
-"""What an empty ``tune.space`` searches: the learning rate, the optimizer and the model's size."""
+"""What an empty ``tune.space`` searches: the knobs that moved the benchmark (bench/quality.py) —
+learning rate, weight decay, the network's size and dropout, and the numeric embeddings."""
 DEFAULT_GRID_LR = [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1]
 """The default learning rates of a grid search (a grid takes values, not ranges)."""
 
