@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ $(NODE_ORT):
 	-command -v npm >/dev/null && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save --no-audit --no-fund \
 		--ignore-scripts onnxruntime-node@1 >/dev/null || echo "onnxruntime-node not installed: that test skips"
 
-test: $(STAMP) $(NODE_ORT)
+# Headless Chromium renders every HTML report in one test (skipped without it); CI runs as root.
+chromium:
+	-@command -v chromium >/dev/null || (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1) || \
+		echo "chromium not installed: the report rendering test skips"
+
+test: $(STAMP) $(NODE_ORT) chromium
 	$(BIN)/python -m ruff check src tests bench scripts
 	$(BIN)/python -m pytest
 

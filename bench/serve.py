@@ -512,7 +512,7 @@ def ensure_shrunk_store(out: Path, retrain: bool) -> Path:
     flights_frame().collect().gather_every(TRAIN_EVERY).write_parquet(data)
     raw = {
         **raw_config(out / "shrink"),
-        "model": {"arch": "resmlp", "width": 256, "blocks": 3, "dropout": 0.1},
+        "model": {"arch": "resmlp", "hidden": [256, 256], "blocks": 3, "dropout": 0.1},
         "train": {"epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.002},
         "shrink": {"max_metric_drop": 0.01},
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import logging.config
 import re
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import uvicorn
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
@@ -94,7 +94,13 @@ def test_configure_logging_filters_by_level_and_installs_one_handler(
 def test_access_log_is_off_by_default_and_json_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     config = uvicorn_log_config(LogSettings("warning", "json"))
     assert config["loggers"]["uvicorn.access"]["level"] == "WARNING"
-    logging.config.dictConfig(uvicorn_log_config(LogSettings("warning", "json"), access_log=True))
+    # what ``serve`` passes to uvicorn (whose Config applies it, as each worker process does)
+    uvicorn.Config(
+        app=None,
+        log_config=uvicorn_log_config(LogSettings("warning", "json"), access_log=True),
+        access_log=True,
+        log_level=None,
+    )
     access = logging.getLogger("uvicorn.access")
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/v1/models/m:predict", "1.1", 200)
     logging.getLogger("leanml.serve").info("not at warning")

@@ -251,6 +251,7 @@ def test_rerun_replaces_outputs_and_leaves_no_temporaries(flights_parquet: Path,
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "preprocess.json",
         "quality.json",
+        "report.html",
         "test.parquet",
         "train.parquet",
         "validation.parquet",

@@ -8,7 +8,7 @@ rules reject keeps its place with a null prediction and its ``__reason``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from leanml.files import atomic_path
 from leanml.metrics import evaluate
 
 CHUNK_ROWS = 65_536
+RowsDone = Callable[[int], None]
+"""Called with the number of input rows of each chunk once it is done (to show progress)."""
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,25 @@ def _chunks(source: str, keep: Sequence[str], chunk_rows: int) -> tuple[pl.Schem
     return schema, frame.collect_batches(chunk_size=chunk_rows)
 
 
+def known_rows(source: str) -> int | None:
+    """How many rows ``source`` has when that is known without reading it (Parquet keeps the count in its
+    footer), else ``None``: CSV and JSON lines would have to be read through to count them."""
+    paths = expand_paths(source)
+    if table_format(paths[0]) != "parquet":
+        return None
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
 def predict_file(
-    bundle: Bundle, source: str, output: str | Path, keep: Sequence[str] = (), chunk_rows: int = CHUNK_ROWS
+    bundle: Bundle,
+    source: str,
+    output: str | Path,
+    keep: Sequence[str] = (),
+    chunk_rows: int = CHUNK_ROWS,
+    on_rows: RowsDone | None = None,
 ) -> PredictSummary:
-    """Predict every row of ``source`` into ``output``, chunk by chunk, atomically."""
+    """Predict every row of ``source`` into ``output``, chunk by chunk, atomically; ``on_rows`` hears of
+    each chunk done."""
     output = Path(output)
     fmt = table_format(str(output))
     if fmt not in ("parquet", "csv", "jsonl"):
@@ -71,6 +88,8 @@ def predict_file(
                 predicted.write_csv(handle, include_header=rows == predicted.height)
             else:
                 predicted.write_ndjson(handle)
+            if on_rows is not None:
+                on_rows(predicted.height)
         if writer is not None:
             writer.close()
         elif fmt == "parquet":  # no rows at all: still write a valid, empty file with the columns
@@ -85,8 +104,11 @@ def predict_file(
     return PredictSummary(output=output, rows=rows, rejected=int(rejected))
 
 
-def evaluate_file(bundle: Bundle, source: str, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
-    """Metrics of the bundle on a labelled file; rows without a usable target or rejected are counted."""
+def evaluate_file(
+    bundle: Bundle, source: str, chunk_rows: int = CHUNK_ROWS, on_rows: RowsDone | None = None
+) -> dict[str, Any]:
+    """Metrics of the bundle on a labelled file; rows without a usable target or rejected are counted;
+    ``on_rows`` hears of each chunk done."""
     schema, batches = _chunks(source, (), chunk_rows)
     target = bundle.state.target
     if target.name not in schema:
@@ -110,6 +132,8 @@ def evaluate_file(bundle: Bundle, source: str, chunk_rows: int = CHUNK_ROWS) -> 
             scores = bundle.scores(matrix[accepted])
             outputs.append(scores)
             truths.append(usable["__y"].to_numpy()[accepted])
+        if on_rows is not None:
+            on_rows(chunk.height)
     if not truths:
         raise DataError("no row of the data could be evaluated (every target missing or every row rejected)")
     metrics = evaluate(bundle.task, np.concatenate(truths), np.concatenate(outputs))

@@ -5,7 +5,6 @@ Every file is written atomically; the HTML page embeds the plot, so it stands al
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -14,20 +13,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from leanml.figures import save_figure
+from leanml.figures import log_scale, plain_numbers, save_figure
 from leanml.files import atomic_path, write_json
+from leanml.reports import (
+    add_column,
+    fits,
+    html_table,
+    human_number,
+    metric_text,
+    paragraph,
+    png_tag,
+    write_page,
+)
 
 if TYPE_CHECKING:
     from leanml.shrinking.results import StepRecord
 
 COLOURS = {"parent": "#4c72b0", "kept": "#55a868", "rolled back": "#c44e52", "not kept": "#8c8c8c"}
-WIDE_TABLE = 150
+LEGEND_TOP = 0.96
+"""The panels fill the figure up to here; the legend has the strip above."""
 NARROW_COLUMNS = ("step", "model", "onnx_kb", "p50_batch1_us", "p50_batch1024_us", "metric", "decision")
+COMPACT_COLUMNS = ("step", "onnx_kb", "p50_batch1_us", "metric", "decision")
 COLUMNS = (
     ("step", "step"),
     ("model", "model"),
@@ -85,18 +97,14 @@ def table_row(record: StepRecord, metric: str) -> dict[str, Any]:
 def render_steps(
     rows: Sequence[dict[str, Any]], metric: str, summary: dict[str, Any], console: Console
 ) -> None:
-    """The step table (fewer columns on a narrow terminal; the files have them all), then the outcome."""
-    keys = [key for key, _ in COLUMNS if key != "why"]
-    if console.width < WIDE_TABLE:
-        keys = [k for k in keys if k in NARROW_COLUMNS]
-    headings = dict(COLUMNS)
-    table = Table(title=f"shrink: {summary['budget']['text']}", title_justify="left")
-    for key in keys:
-        justify = "left" if key in ("step", "model", "decision") else "right"
-        table.add_column(headings[key].replace("METRIC", metric), justify=justify)
-    for row in rows:
-        colour = {"kept": "green", "parent": "cyan", "rolled back": "red"}.get(row["decision"], "dim")
-        table.add_row(*[_cell(key, row[key], colour) for key in keys])
+    """The step table, then the outcome. A narrower terminal gets fewer columns (the files have them all)
+    rather than cut headings: the widest layout that fits, down to the model under its step."""
+    every = [key for key, _ in COLUMNS if key != "why"]
+    layouts = [every, [k for k in every if k in NARROW_COLUMNS], list(COMPACT_COLUMNS)]
+    for keys in layouts:
+        table = _steps_table(rows, metric, summary, keys)
+        if fits(table, console):
+            break
     console.print(table)
     final, parent = summary["final"], summary["steps"][0]
     if not summary["written"]:
@@ -121,9 +129,33 @@ def render_steps(
         )
 
 
+def _steps_table(
+    rows: Sequence[dict[str, Any]], metric: str, summary: dict[str, Any], keys: Sequence[str]
+) -> Table:
+    """The columns ``keys``; without a ``model`` column, the model goes under its step."""
+    headings = dict(COLUMNS)
+    table = Table(title=f"shrink: {summary['budget']['text']}", title_justify="left")
+    for key in keys:
+        justify = "left" if key in ("step", "model", "decision") else "right"
+        add_column(table, headings[key].replace("METRIC", metric), justify=justify)
+    for row in rows:
+        colour = {"kept": "green", "parent": "cyan", "rolled back": "red"}.get(row["decision"], "dim")
+        cells = [_cell(key, row[key], colour) for key in keys]
+        if "model" not in keys:
+            cells[keys.index("step")] += "\n" + _cell("model", row["model"], colour)
+        table.add_row(*cells)
+    return table
+
+
 def plot_steps(records: Sequence[StepRecord], metric: str, limit: float, path: Path) -> Path:
+    """Write :func:`steps_figure` to ``path``."""
+    return save_figure(steps_figure(records, metric, limit), path, top=LEGEND_TOP)
+
+
+def steps_figure(records: Sequence[StepRecord], metric: str, limit: float) -> Figure:
     """Four panels over the steps: size on disk, p50 at batch 1 and 1024, and the validation metric with
-    the budget's limit as a dashed line."""
+    the budget's limit as a dashed line. Each bar carries its value; the legend sits above the panels,
+    where it covers no bar."""
     labels = [f"{r.step}\n{r.model}" for r in records]
     colours = [COLOURS.get(r.decision, "#8c8c8c") for r in records]
     panels = (
@@ -136,23 +168,29 @@ def plot_steps(records: Sequence[StepRecord], metric: str, limit: float, path: P
         ),
         (f"validation {metric}", [r.measurement.metrics[metric] for r in records], False),
     )
-    fig = Figure(figsize=(max(8.0, 1.1 * len(records) + 3), 8.5))
+    fig = Figure(figsize=(max(8.0, 1.1 * len(records) + 3), 9.0))
     axes = fig.subplots(2, 2)
     for ax, (title, values, log) in zip(axes.flat, panels, strict=True):
-        ax.bar(range(len(values)), values, color=colours)
+        bars = ax.bar(range(len(values)), values, color=colours)
         ax.set_title(title)
         ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=7)
+        text = metric_text if title.startswith("validation") else human_number
+        ax.bar_label(bars, [text(v) for v in values], fontsize=7, padding=2)
         if log:
-            ax.set_yscale("log")
+            log_scale(ax, values)
         elif title.startswith("validation"):  # zoom in: the differences are a fraction of a point
-            ax.axhline(limit, color="black", linestyle="--", linewidth=1, label="budget limit")
-            ax.legend(loc="lower left", fontsize=8)
+            ax.axhline(limit, color="black", linestyle="--", linewidth=1)
             low, high = min(*values, limit), max(*values, limit)
             margin = max((high - low) * 0.3, 1e-3)
             ax.set_ylim(low - margin, high + margin)
+            plain_numbers(ax.yaxis)
+        else:
+            ax.set_ylim(0, max(values, default=1.0) * 1.15 or 1.0)  # room for the bar labels
+            plain_numbers(ax.yaxis)
     handles = [Patch(color=colour, label=decision) for decision, colour in COLOURS.items()]
-    axes.flat[0].legend(handles=handles, loc="upper right", fontsize=8)
-    return save_figure(fig, path)
+    handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1, label="budget limit"))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    return fig
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path:
@@ -169,58 +207,43 @@ def _write_csv(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> Path:
 def _write_html(
     path: Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]], metric: str, image: Path
 ) -> Path:
-    head = "".join(f"<th>{html.escape(h.replace('METRIC', metric))}</th>" for _, h in COLUMNS)
-    body = "".join(
-        f'<tr class="{html.escape(row["decision"].replace(" ", "-"))}">'
-        + "".join(f"<td>{html.escape(_text(key, row[key]))}</td>" for key, _ in COLUMNS)
-        + "</tr>"
-        for row in rows
-    )
     outcome = (
         f"<p>Written: the final model is <b>{html.escape(summary['final']['model'])}</b>.</p>"
         if summary["written"]
         else f"<p><b>No model written:</b> {html.escape(summary['reason'] or '')}</p>"
     )
-    test = "".join(
-        f"<tr><td>{name}</td>"
-        + "".join(f"<td>{html.escape(f'{k} {v:.4f}')}</td>" for k, v in values.items())
-        + "</tr>"
-        for name, values in summary["test"].items()
-    )
-    picture = base64.b64encode(image.read_bytes()).decode()
-    name = html.escape(f"{summary['parent']['name']} {summary['parent']['version']}")
     targets = summary["targets"]
     conditions = (
-        f"Budget: {html.escape(summary['budget']['text'])}. Targets: batch-1 p50 latency "
-        f"{targets['latency_us'] or '—'} µs, model.onnx {targets['size_kb'] or '—'} KB. "
+        f"Budget: {summary['budget']['text']}. Targets: batch-1 p50 latency "
+        f"{human_number(targets['latency_us']) or '—'} µs, "
+        f"model.onnx {human_number(targets['size_kb']) or '—'} KB. "
         "Latencies: ONNX Runtime with one thread, on validation rows."
     )
-    style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:nth-child(2),td:last-child{text-align:left}tr.kept{background:#e8f5e9}"
-        "tr.rolled-back{background:#fdecea}tr.parent{background:#e8eef8}"
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>leanml shrink: {name}</title><style>{style}</style></head>
-<body><h1>leanml shrink: {name}</h1>
-<p>{conditions}</p>
-{outcome}
-<table><tr>{head}</tr>{body}</table>
-<h2>Test split</h2><table>{test}</table>
-<img src="data:image/png;base64,{picture}" alt="shrink steps">
-</body></html>
-"""
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
-    return path
+    head = [h.replace("METRIC", metric) for _, h in COLUMNS]
+    cells = [[_text(key, row[key]) for key, _ in COLUMNS] for row in rows]
+    numeric = [key not in ("step", "model", "decision", "why") for key, _ in COLUMNS]
+    classes = [row["decision"].replace(" ", "-") for row in rows]
+    test_names = sorted({k for values in summary["test"].values() for k in values})
+    test = [
+        [name, *[metric_text(values.get(k)) for k in test_names]] for name, values in summary["test"].items()
+    ]
+    sections = [
+        paragraph(conditions),
+        outcome,
+        html_table(head, cells, numeric, classes),
+        "<h2>Test split</h2>",
+        html_table(["model", *test_names], test, [False, *[True] * len(test_names)]),
+        png_tag(image, "shrink steps"),
+    ]
+    name = f"{summary['parent']['name']} {summary['parent']['version']}"
+    return write_page(path, f"leanml shrink: {name}", sections)
 
 
 def _text(key: str, value: Any) -> str:
     if isinstance(value, float):
         if key in ("metric", "drop", "drop_se"):
-            return f"{value:.4f}"
-        return f"{value:,.1f}"
+            return metric_text(value)
+        return human_number(value)
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

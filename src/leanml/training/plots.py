@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from leanml.figures import save_figure
-from leanml.metrics import confusion_matrix, predicted_classes, roc_auc, roc_curve
+from leanml.figures import integer_ticks, plain_numbers, save_figure
+from leanml.metrics import HIGHER_IS_BETTER, confusion_matrix, predicted_classes, roc_auc, roc_curve
 
 MAX_SCATTER_POINTS = 20_000
 
@@ -44,22 +44,40 @@ def write_plots(
 
 
 def plot_learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Train and validation loss per epoch, and each validation metric per epoch."""
-    fig = Figure(figsize=(11, 4.2))
-    loss_ax, metric_ax = fig.subplots(1, 2)
+    """Write :func:`learning_curves_figure` to ``path``."""
+    return save_figure(learning_curves_figure(history), path)
+
+
+def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
+    """Train and validation loss per epoch, then the validation metrics per epoch: errors (lower is better:
+    log_loss, rmse, mae) and scores (higher is better: accuracy, roc_auc, r2) on panels of their own, since
+    their scales differ (an R² near 1 drawn beside an rmse of 5,000 is a flat line at 0)."""
+    names = list(history[0]["val_metrics"]) if history else []
+    groups = [
+        (title, [n for n in names if HIGHER_IS_BETTER.get(n, False) is higher])
+        for title, higher in (("Validation errors (lower is better)", False), ("Validation scores", True))
+    ]
+    groups = [(title, group) for title, group in groups if group]
+    fig = Figure(figsize=(5.2 * (1 + len(groups)), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(groups)))
     epochs = [record["epoch"] for record in history]
+    loss_ax = axes[0]
     loss_ax.plot(epochs, [r["train_loss"] for r in history], marker=".", label="train")
     if history and history[0]["val_loss"] is not None:
         loss_ax.plot(epochs, [r["val_loss"] for r in history], marker=".", label="validation")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="loss")
+    loss_ax.set(title="Loss", ylabel="loss")
     loss_ax.legend()
-    names = list(history[0]["val_metrics"]) if history else []
-    for name in names:
-        metric_ax.plot(epochs, [r["val_metrics"][name] for r in history], marker=".", label=name)
-    metric_ax.set(title="Validation metrics", xlabel="epoch")
-    if names:
-        metric_ax.legend()
-    return save_figure(fig, path)
+    for ax, (title, group) in zip(axes[1:], groups, strict=True):
+        for name in group:
+            ax.plot(epochs, [r["val_metrics"][name] for r in history], marker=".", label=name)
+        ax.set(title=title)
+        ax.legend()
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        integer_ticks(ax.xaxis)
+        plain_numbers(ax.yaxis)
+        ax.grid(alpha=0.3)
+    return fig
 
 
 def plot_confusion_matrix(
@@ -116,6 +134,11 @@ def plot_roc(
 
 
 def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path, split: str = "test") -> Path:
+    """Write :func:`residuals_figure` to ``path``."""
+    return save_figure(residuals_figure(y_true, y_pred, split), path)
+
+
+def residuals_figure(y_true: np.ndarray, y_pred: np.ndarray, split: str = "test") -> Figure:
     """Residuals (true − predicted) against predictions, and their histogram."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
@@ -130,4 +153,7 @@ def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path, split: st
     scatter_ax.set(xlabel="predicted", ylabel="true − predicted", title=f"Residuals ({split})")
     hist_ax.hist(residuals, bins=50)
     hist_ax.set(xlabel="true − predicted", ylabel="rows", title="Residual distribution")
-    return save_figure(fig, path)
+    for axis in (scatter_ax.xaxis, scatter_ax.yaxis, hist_ax.xaxis):
+        plain_numbers(axis, max_ticks=5)
+    integer_ticks(hist_ax.yaxis)  # rows are counted
+    return fig

@@ -22,6 +22,7 @@ from leanml.data.prepared import PreparedData
 from leanml.data.split import ROW_ID
 from leanml.data.state import PreprocessState
 from leanml.training.loop import TrainResult, train_model
+from leanml.training.report import write_train_report
 
 DRIFT_ROWS = 200_000
 """Training rows summarized for drift monitoring."""
@@ -39,6 +40,7 @@ def train_and_bundle(config: Config, resume: bool = False, console: Console | No
     """Prepare when needed, train, and add the model to the store (moving its ``latest`` alias)."""
     prepared = ensure_prepared(config, console)
     result = train_model(config, prepared, config.stage_dir("train"), resume=resume, console=console)
+    write_train_report(config.name, result)
     state = prepared.state()
     report = prepared.quality()
     inputs = BundleInputs(

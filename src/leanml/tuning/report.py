@@ -5,9 +5,7 @@ Everything is written atomically. The HTML report is one standalone file: the pl
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +21,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from leanml.config import Config
-from leanml.figures import save_figure
+from leanml.figures import integer_ticks, plain_numbers, save_figure
 from leanml.files import atomic_path
+from leanml.reports import (
+    add_column,
+    fits,
+    html_table,
+    human_number,
+    metric_text,
+    paragraph,
+    png_tag,
+    write_page,
+)
 from leanml.tuning.space import SearchSpace, override_text
 
 STATES = {
@@ -34,6 +42,8 @@ STATES = {
     TrialState.RUNNING: "running",
     TrialState.WAITING: "waiting",
 }
+FEW_TRIALS = 10
+"""Below this many completed trials, the importance chart carries a warning."""
 
 
 @dataclass(frozen=True)
@@ -83,30 +93,53 @@ def best_row(rows: Sequence[TrialRow], direction: str) -> TrialRow | None:
 def render_trials(
     rows: Sequence[TrialRow], keys: Sequence[str], metric: str, best: TrialRow | None, console: Console
 ) -> None:
-    """The trial table on the terminal; the best trial is starred."""
+    """The trial table on the terminal; the best trial is starred.
+
+    Headings are never cut: when one column per searched key does not fit the terminal, the values go
+    into one folded column of ``key=value`` pairs instead.
+    """
+    table = _trials_table(rows, keys, metric, best, wide=True)
+    if not fits(table, console):
+        table = _trials_table(rows, keys, metric, best, wide=False)
+    console.print(table)
+
+
+def _trials_table(
+    rows: Sequence[TrialRow], keys: Sequence[str], metric: str, best: TrialRow | None, wide: bool
+) -> Table:
+    """A column per searched key (``wide``), or one ``values`` column with a ``key=value`` line each and
+    the reason last."""
     table = Table(title=f"Trials ({metric} on validation)", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("state")
-    table.add_column(metric, justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("s", justify="right")
-    for key in keys:
-        table.add_column(key)
-    table.add_column("reason", overflow="fold")
+    add_column(table, "#", justify="right")
+    add_column(table, "state")
+    add_column(table, metric, justify="right")
+    add_column(table, "epochs", justify="right")
+    add_column(table, "s", justify="right")
+    if wide:
+        for key in keys:
+            add_column(table, key)
+        add_column(table, "reason", fold=True)
+    else:
+        add_column(table, "values", fold=True)
     colours = {"complete": "green", "pruned": "yellow", "failed": "red"}
     for row in rows:
         star = " ★" if best is not None and row.number == best.number else ""
         colour = colours.get(row.state, "dim")
+        values = [_value_text(k, row.values[k]) if k in row.values else "" for k in keys]
+        if wide:
+            cells = [*values, row.reason or ""]
+        else:
+            lines = [f"{k}={v}" for k, v in zip(keys, values, strict=True) if v]
+            cells = ["\n".join([*lines, *([f"reason: {row.reason}"] if row.reason else [])])]
         table.add_row(
             f"{row.number}{star}",
             f"[{colour}]{row.state}[/{colour}]",
-            _number(row.value),
+            metric_text(row.value),
             "" if row.epochs is None else str(row.epochs),
-            _number(row.seconds, 1),
-            *[escape(_value_text(k, row.values[k])) if k in row.values else "" for k in keys],
-            escape(row.reason or ""),
+            _seconds(row.seconds),
+            *[escape(c) for c in cells],
         )
-    console.print(table)
+    return table
 
 
 def write_trials_csv(rows: Sequence[TrialRow], keys: Sequence[str], metric: str, path: Path) -> Path:
@@ -141,6 +174,11 @@ def write_best_config(config: Config, path: Path, comments: Sequence[str]) -> Pa
 
 
 def plot_history(rows: Sequence[TrialRow], metric: str, direction: str, path: Path) -> Path:
+    """Write :func:`history_figure` to ``path``."""
+    return save_figure(history_figure(rows, metric, direction), path)
+
+
+def history_figure(rows: Sequence[TrialRow], metric: str, direction: str) -> Figure:
     """Each trial's score and the best score so far, by trial number."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
@@ -156,10 +194,12 @@ def plot_history(rows: Sequence[TrialRow], metric: str, direction: str, path: Pa
     if best:
         ax.step(*zip(*best, strict=True), where="post", color="tab:red", label="best so far")
     ax.set(title=f"Optimization history ({direction} {metric})", xlabel="trial", ylabel=metric)
+    integer_ticks(ax.xaxis)
+    plain_numbers(ax.yaxis)
     ax.grid(alpha=0.3)
     if best or any(r.state == "pruned" for r in rows):
         ax.legend()
-    return save_figure(fig, path)
+    return fig
 
 
 def param_importances(study: optuna.Study) -> dict[str, float] | None:
@@ -174,15 +214,30 @@ def param_importances(study: optuna.Study) -> dict[str, float] | None:
         return None
 
 
-def plot_importance(importances: dict[str, float], path: Path) -> Path:
-    """A horizontal bar per searched key: its importance."""
+def plot_importance(importances: dict[str, float], path: Path, trials: int | None = None) -> Path:
+    """Write :func:`importance_figure` to ``path``."""
+    return save_figure(importance_figure(importances, trials), path)
+
+
+def importance_figure(importances: dict[str, float], trials: int | None = None) -> Figure:
+    """A horizontal bar per searched key: its importance. Given fewer than :data:`FEW_TRIALS` completed
+    ``trials``, the chart says so in red: importances from a handful of trials are mostly noise."""
     names = list(importances)[::-1]
-    fig = Figure(figsize=(8, 1.2 + 0.45 * len(names)))
+    fig = Figure(figsize=(8, 1.6 + 0.45 * len(names)))
     ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set(title="Parameter importance", xlabel="importance (Optuna PED-ANOVA, sums to 1)")
+    ax.set(xlabel="importance (Optuna PED-ANOVA, sums to 1)")
+    ax.set_title("Parameter importance", loc="left")
+    if trials is not None and trials < FEW_TRIALS:
+        ax.set_title(few_trials_warning(trials), loc="right", color="tab:red", fontsize=9)
+    plain_numbers(ax.xaxis)
     ax.grid(axis="x", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
+
+
+def few_trials_warning(trials: int) -> str:
+    """The warning an importance chart from fewer than :data:`FEW_TRIALS` completed trials carries."""
+    return f"only {trials} completed trials: importances are unreliable below {FEW_TRIALS}"
 
 
 def write_html(
@@ -198,54 +253,40 @@ def write_html(
     counts = {state: sum(1 for r in rows if r.state == state) for state in ("complete", "pruned", "failed")}
     summary = ", ".join(f"{n} {state}" for state, n in counts.items())
     if best is not None:
-        values = ", ".join(override_text(k, v) for k, v in best.values.items())
-        summary += f". Best: trial {best.number}, {metric} {best.value:.4f} ({values})"
+        values = ", ".join(f"{k}={_value_text(k, v)}" for k, v in best.values.items())
+        summary += f". Best: trial {best.number}, {metric} {metric_text(best.value)} ({values})"
+    sections = [paragraph(summary)]
+    for image in images:
+        if image.stem == "importance" and counts["complete"] < FEW_TRIALS:
+            sections.append(
+                paragraph(f"Parameter importance: {few_trials_warning(counts['complete'])}.", "warning")
+            )
+        sections.append(png_tag(image, image.stem))
     head = ["#", "state", metric, "epochs", "seconds", *keys, "reason"]
-    body = []
-    for row in rows:
-        cells = [
+    cells = [
+        [
             str(row.number),
             row.state,
-            _number(row.value),
+            metric_text(row.value),
             "" if row.epochs is None else str(row.epochs),
-            _number(row.seconds, 1),
+            _seconds(row.seconds),
             *[_value_text(k, row.values[k]) if k in row.values else "" for k in keys],
             row.reason or "",
         ]
-        marker = ' class="best"' if best is not None and row.number == best.number else ""
-        body.append(f"<tr{marker}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    figures = "\n".join(
-        f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}">'
-        for p in images
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }}
-tr.best {{ background: #e8f5e9; font-weight: bold; }}
-img {{ max-width: 48%; margin: 0.5em 1% 0.5em 0; vertical-align: top; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{html.escape(summary)}</p>
-{figures}
-<h2>Trials</h2>
-<table><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody></table>
-</body></html>
-"""
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
-    return path
+        for row in rows
+    ]
+    numeric = [h in ("#", metric, "epochs", "seconds") for h in head]
+    classes = ["best" if best is not None and row.number == best.number else None for row in rows]
+    sections += ["<h2>Trials</h2>", html_table(head, cells, numeric, classes)]
+    return write_page(path, title, sections)
 
 
 def _value_text(key: str, value: Any) -> str:
+    """A searched value as people read it: floats to three significant digits, the rest as YAML."""
+    if isinstance(value, float):
+        return human_number(value)
     return override_text(key, value).partition("=")[2]
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
