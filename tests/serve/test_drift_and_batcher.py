@@ -34,11 +34,14 @@ def test_psi_equals_the_formula_worked_by_hand_and_reads_moderate() -> None:
     ages = np.array([-1.0] * 35 + [0.5] * 50 + [2.0] * 15)
     cities = np.array([[1.0, 0.0]] * 60 + [[0.0, 1.0]] * 30 + [[0.0, 0.0]] * 10)
     monitor.update(np.column_stack([ages, cities]))
+    assert {c["status"] for c in monitor.report()["columns"].values()} == {"insufficient data"}  # 100 rows
+    for _ in range(4):  # the same shares, 500 rows: enough to read a status
+        monitor.update(np.column_stack([ages, cities]))
     report = monitor.report()
 
     by_hand_age = (0.35 - 0.2) * math.log(0.35 / 0.2) + 0.0 + (0.15 - 0.3) * math.log(0.15 / 0.3)
     assert by_hand_age == pytest.approx(0.187914, abs=1e-6)
-    assert report["rows"] == 100
+    assert report["rows"] == 500
     assert report["columns"]["age"] == {"psi": pytest.approx(by_hand_age, abs=1e-6), "status": "moderate"}
     floor = 1e-4  # an empty training bin counts as this share, so PSI stays finite
     by_hand_city = (

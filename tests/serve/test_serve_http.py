@@ -205,11 +205,14 @@ def test_drift_endpoint_and_metric(store: Path, rows: pl.DataFrame) -> None:
     with running_server(str(store)) as (url, _):
         post = f"{url}/v1/models/flights:predict"
         assert httpx.get(f"{url}/v1/models/flights/drift").json()["rows"] == 0
-        for _ in range(5):
+        assert httpx.post(post, json={"instances": instances(shifted)}).status_code == 200
+        early = httpx.get(f"{url}/v1/models/flights/drift").json()
+        for _ in range(12):  # 13 × 40 rows: past the 500 rows a status needs
             assert httpx.post(post, json={"instances": instances(shifted)}).status_code == 200
         report = httpx.get(f"{url}/v1/models/flights/drift").json()
         metrics = httpx.get(f"{url}/metrics").text
-    assert report["rows"] == 5 * rows.height
+    assert early["columns"]["dep_delay"]["status"] == "insufficient data"
+    assert report["rows"] == 13 * rows.height
     assert report["columns"]["dep_delay"]["status"] == "drifted"
     assert report["columns"]["origin"]["psi"] > 0.25
     assert report["columns"]["distance"]["psi"] < report["columns"]["dep_delay"]["psi"]

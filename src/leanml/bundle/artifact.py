@@ -39,7 +39,7 @@ from safetensors import safe_open
 from leanml._version import __version__
 from leanml.bundle import graph
 from leanml.bundle.runtime import OnnxRuntime, PipelineRuntime, Runtime, TorchRuntime, is_int8, scores
-from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, records_frame, transform
+from leanml.data.preprocessor import FLAGS, REASON, feature_matrix, transform
 from leanml.data.state import PreprocessState
 from leanml.errors import DataError, LeanMLError, require_format_version
 from leanml.files import atomic_path, write_json
@@ -193,11 +193,7 @@ def _require_agreement(got: np.ndarray, expected: np.ndarray, message: str) -> N
 
 def pipeline_scores(pipeline: PipelineRuntime, frame: pl.DataFrame, state: PreprocessState) -> np.ndarray:
     """What the serving graph predicts for raw rows, in :func:`scores`' shapes (float64)."""
-    outputs = pipeline.run(graph.graph_inputs(frame, state))
-    if state.target.task == "regression":
-        return outputs[graph.PREDICTION].astype(np.float64)
-    probabilities = outputs[graph.PROBABILITIES].astype(np.float64)
-    return probabilities[:, 1] if state.target.task == "binary" else probabilities
+    return outputs_scores(pipeline.run(graph.graph_inputs(frame, state)), state.target.task)
 
 
 def _score_columns(prefix: str, values: np.ndarray) -> list[pl.Series]:
@@ -313,29 +309,88 @@ class Bundle:
         """Predictions for a feature matrix: binary ``[n]`` P(class 1), ``[n, K]`` or regression ``[n]``."""
         return scores(self.runtime.outputs(features), self.spec)
 
-    def predict(
-        self, data: pl.DataFrame | Sequence[Mapping[str, Any]], keep: Sequence[str] = ()
-    ) -> pl.DataFrame:
-        """Predictions for a frame or a list of records (one dict per row).
+    def predict(self, data: Any, keep: Sequence[str] = ()) -> pl.DataFrame:
+        """Predictions for a table or a list of records (one dict per row).
+
+        ``data``: a Polars, pandas or Arrow table (read by the Polars path, the one ``leanml predict``
+        streams files through), or records — a list of dicts, read value by value exactly as the server
+        reads a request (:mod:`leanml.bundle.feed`) and run through ``pipeline.onnx``. Both give the same
+        answers and verdicts (``tests/bundle`` checks them against each other).
 
         Columns: ``keep`` (copied from the input), ``prediction`` (the label, or the value), one
         ``proba_LABEL`` per class for classification, then ``__reason`` (why a row was rejected; its
         prediction is null) and ``__flags`` (columns whose out-of-bounds value was let through).
         """
         inputs = [c.name for c in self.state.columns]
-        if isinstance(data, pl.DataFrame):
-            missing = [name for name in inputs if name not in data.columns]
-            if missing:
-                raise DataError(f"the data lacks input column(s) the model needs: {', '.join(missing)}")
-            frame = data
-        else:  # a key absent from a record is a missing value, imputed like null
-            frame = records_frame(data, inputs)
+        frame = as_frame(data)
+        if frame is None:
+            return self._predict_records(data, keep)
+        missing = [name for name in inputs if name not in frame.columns]
+        if missing:
+            raise DataError(f"the data lacks input column(s) the model needs: {', '.join(missing)}")
         matrix, rules = self.features(frame)
         result = self.scores(matrix)
         accepted = rules[REASON].is_null().to_numpy()
         columns = [frame.get_column(name) for name in keep]
         columns += prediction_columns(result, accepted, self.task, self.labels)
         return pl.DataFrame(columns).with_columns(rules)
+
+    def _predict_records(self, records: Sequence[Mapping[str, Any]], keep: Sequence[str]) -> pl.DataFrame:
+        from leanml.bundle.feed import read_request, readers, stack_feeds
+
+        for row, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                kind = type(record).__name__
+                raise DataError(f"record {row}: expected a mapping of column to value, got {kind}")
+        rows = len(records)
+        columns = {c.name: [record.get(c.name) for record in records] for c in self.state.columns}
+        values, errors = read_request(columns, rows, self.state, readers(self.state))
+        outputs = self.pipeline.run(stack_feeds([values], self.state))
+        names, flag_names = graph.problem_names(self.state), graph.flag_names(self.state)
+        reasons: list[str | None] = [None] * rows
+        for error in errors:  # text that is not valid Unicode never reached the graph
+            reasons[error["row"]] = reasons[error["row"]] or f"invalid:{error['field']}"
+        for row, check in zip(*np.nonzero(outputs[graph.PROBLEMS]), strict=True):
+            reasons[row] = reasons[row] or names[check]
+        flags = [
+            ",".join(name for name, hit in zip(flag_names, hits, strict=True) if hit) or None
+            for hits in outputs[graph.FLAGS]
+        ]
+        accepted = np.array([reason is None for reason in reasons], dtype=bool)
+        kept = [pl.Series(name, [record.get(name) for record in records], strict=False) for name in keep]
+        answers = prediction_columns(outputs_scores(outputs, self.task), accepted, self.task, self.labels)
+        result = pl.DataFrame([*kept, *answers])
+        return result.with_columns(
+            pl.Series(REASON, reasons, dtype=pl.String), pl.Series(FLAGS, flags, dtype=pl.String)
+        )
+
+
+def as_frame(data: Any) -> pl.DataFrame | None:
+    """``data`` as a Polars frame when it is a table (Polars, pandas, Arrow); ``None`` for records."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        return pl.from_pandas(data, nan_to_null=True)
+    if module == "pyarrow":
+        frame = pl.from_arrow(data)
+        return frame if isinstance(frame, pl.DataFrame) else frame.to_frame()
+    if isinstance(data, Mapping):
+        raise DataError("expected a table or a list of records (dicts), got a single mapping")
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        return None
+    kind = type(data).__name__
+    raise DataError(f"expected a Polars, pandas or Arrow table or a list of records, got {kind}")
+
+
+def outputs_scores(outputs: Mapping[str, np.ndarray], task: str) -> np.ndarray:
+    """The serving graph's answers in :func:`scores`' shapes (float64)."""
+    if task == "regression":
+        return outputs[graph.PREDICTION].astype(np.float64)
+    probabilities = outputs[graph.PROBABILITIES].astype(np.float64)
+    return probabilities[:, 1] if task == "binary" else probabilities
 
 
 def prediction_columns(

@@ -24,6 +24,8 @@ from leanml.data.state import CategoricalState, PreprocessState, feature_names
 FLOOR = 1e-4
 BINS = 10
 THRESHOLDS = (0.1, 0.25)
+MIN_ROWS = 500
+"""Served rows below which a column reports "insufficient data" instead of a drift status."""
 
 
 def drift_reference(state: PreprocessState, train: pl.DataFrame) -> dict[str, Any]:
@@ -113,5 +115,11 @@ class DriftMonitor:
         columns = {}
         for name, ref in self.reference["columns"].items():
             value = psi(np.asarray(ref["expected"]), counts[name])
-            columns[name] = {"psi": round(value, 6), "status": status(value) if rows else "no data"}
-        return {"rows": rows, "thresholds": list(THRESHOLDS), "columns": columns}
+            if rows == 0:
+                verdict = "no data"
+            elif rows < MIN_ROWS:  # a few rows fill a few bins: PSI of a sample that small means nothing
+                verdict = "insufficient data"
+            else:
+                verdict = status(value)
+            columns[name] = {"psi": round(value, 6), "status": verdict}
+        return {"rows": rows, "min_rows": MIN_ROWS, "thresholds": list(THRESHOLDS), "columns": columns}
