@@ -127,14 +127,17 @@ def test_predict_file_equals_in_memory_predict_with_messy_rows(
         )
     )
     source = tmp_path / "messy.csv"
-    frame.with_columns(pl.col("time_hour").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(source)
+    as_text = frame.with_columns(pl.col("time_hour").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    as_text.write_csv(source, null_value="NA")
     out = tmp_path / "pred.parquet"
-    summary = predict_file(bundle, str(source), out, keep=["flight"], chunk_rows=700)
+    summary = predict_file(bundle, str(source), out, keep=["flight", "dep_delay"], chunk_rows=700)
     from_file = pl.read_parquet(out)
     in_memory = bundle.predict(frame)
     assert summary.rows == 3000 and from_file.height == 3000
     assert from_file[ROW_ID].to_list() == list(range(3000))
     assert from_file["flight"].cast(pl.Int64).equals(frame["flight"])
+    # a kept column's missing values stay missing (the CSV spells them "NA", a null token)
+    assert from_file["dep_delay"].null_count() == frame["dep_delay"].null_count() > 0
     reasons = from_file["__reason"]
     assert reasons.is_not_null().sum() == summary.rejected > 0
     assert set(reasons.drop_nulls()) == {"unseen_category:carrier", "outlier:distance"}

@@ -58,10 +58,31 @@ def init_and_prepare(case: str, fmt: str, folder: Path, **data: Any) -> tuple[di
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", [c for c in CASES if c != "invalid_many"])
-def test_every_case_inits_and_prepares(case: str, fmt: str, tmp_path: Path) -> None:
-    _, result = init_and_prepare(case, fmt, tmp_path)
+def test_every_case_goes_from_init_to_a_served_request(case: str, fmt: str, tmp_path: Path) -> None:
+    from leanml.bundle import load_bundle
+    from leanml.serve.engine import Job, ServedModel
+    from leanml.serve.validation import RequestError
+    from leanml.training.stage import train_and_bundle
+
+    path = write_case(case, tmp_path, fmt)
+    small = ["model.hidden=[8]", "model.embedding=none", "train.epochs=1", "train.warmup_epochs=0"]
+    config = load_config(init_config(path, tmp_path), overrides=small)
+    result = prepare(config)
     assert result.report["rows"]["kept"] > 0
     assert all(not name.startswith("__") and name for name in result.state.feature_names)
+    bundle = load_bundle(train_and_bundle(config).bundle.path)
+
+    inputs = [c.name for c in bundle.state.columns]
+    raw = scan_table(str(path), separator=config.data.separator, encoding=config.data.encoding)
+    rows = raw.collect().head(20)
+    predicted = bundle.predict(rows)
+    assert predicted.height == rows.height and predicted["prediction"].null_count() < rows.height
+    records = rows.select(inputs).to_dicts()  # as a client would send them, values as the file spells them
+    assert bundle.predict(records)["__reason"].to_list() == predicted["__reason"].to_list()
+    jobs = [Job({k: [r[k]] for k in inputs}, 1, None, deadline=1e18) for r in records]  # type: ignore[arg-type]
+    served = ServedModel(bundle).infer(jobs)
+    for answer, reason in zip(served, predicted["__reason"].to_list(), strict=True):
+        assert isinstance(answer, RequestError) == (reason is not None), (answer, reason)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

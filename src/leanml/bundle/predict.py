@@ -76,7 +76,14 @@ def predict_file(
     rows = rejected = 0
     with atomic_path(output) as tmp, open(tmp, "wb") as handle:
         writer: pq.ParquetWriter | None = None
+        nulls = list(bundle.state.null_values)
         for chunk in batches:
+            # Kept text columns read their null tokens as null, as the inputs do ("NA" is no value).
+            texts = [c for c in keep if chunk.schema[c] == pl.String]
+            if texts:
+                chunk = chunk.with_columns(
+                    pl.when(pl.col(c).is_in(nulls)).then(None).otherwise(pl.col(c)).alias(c) for c in texts
+                )
             predicted = bundle.predict(chunk, keep=[ROW_ID, *keep])
             rows += predicted.height
             rejected += predicted[REASON].is_not_null().sum()
