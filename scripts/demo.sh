@@ -18,8 +18,8 @@ leanml init "$out/flights.parquet" --target delayed -o "$out/leanml.yaml"
 echo "== prepare: split, clean, fit the preprocessing, data-quality report"
 leanml prepare "$out/leanml.yaml" --rejects "$out/rejects.parquet"
 
-echo "== tune: a small TPE search over learning rate, optimizer and hidden sizes (3 short trials)"
-leanml tune "$out/leanml.yaml" --trials 3 --set train.epochs=1
+echo "== tune: a small TPE search over the default space (learning rate, sizes, dropout, embeddings; 3 short trials)"
+leanml tune "$out/leanml.yaml" --trials 3 --set train.epochs=1 --set train.warmup_epochs=0
 
 echo "== train: a large teacher, a residual MLP (3 epochs for the demo), bundled into the model store"
 leanml train "$out/leanml.yaml" --set model.arch=resmlp --set "model.hidden=[128, 256]" --set model.blocks=2 \
