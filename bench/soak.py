@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import shutil
 import socket
 import sys
@@ -35,6 +34,7 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leanml.serve.server import raise_open_file_limit
 from serve import ensure_store, free_port, http_request, request_rows, started
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,9 +198,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=5000, help="idle connections held for the final check")
     args = parser.parse_args()
 
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_file_limit()  # the client holds thousands of idle connections at the end
     OUT.mkdir(parents=True, exist_ok=True)
     store = prepare_store(OUT)
     port = free_port()

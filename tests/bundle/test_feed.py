@@ -153,7 +153,7 @@ def test_short_paths_read_as_the_general_parser(state: Any, value: Any) -> None:
 @settings(max_examples=150, deadline=None)
 @given(batch=st.lists(st.lists(json_values, min_size=1, max_size=3), min_size=1, max_size=5))
 def test_a_batch_reads_each_request_as_it_reads_alone(state: Any, batch: list[list[Any]]) -> None:
-    from leanml.bundle.feed import read_batch, read_request, readers
+    from leanml.bundle.feed import read_batch, readers
 
     read = readers(state)
     requests = [{"x": values, "c": values, "t": [str(v) for v in values]} for values in batch]
@@ -161,10 +161,11 @@ def test_a_batch_reads_each_request_as_it_reads_alone(state: Any, batch: list[li
     feed, errors = read_batch(requests, rows, state, read)
     start = 0
     for request, n, problems in zip(requests, rows, errors, strict=True):
-        alone, alone_errors = read_request(request, n, state, read)
+        alone, alone_errors = request_feed(request, n, state, read)
         assert problems == alone_errors
         for name, values in alone.items():
             got = feed[name][start : start + n].ravel().tolist()
+            values = values.ravel().tolist()
             same = all(a == b or (a != a and b != b) for a, b in zip(got, values, strict=True))
             assert same or alone_errors  # a request with a problem is answered by its problems
         start += n

@@ -336,7 +336,7 @@ class Bundle:
         return pl.DataFrame(columns).with_columns(rules)
 
     def _predict_records(self, records: Sequence[Mapping[str, Any]], keep: Sequence[str]) -> pl.DataFrame:
-        from leanml.bundle.feed import read_request, readers, stack_feeds
+        from leanml.bundle.feed import request_feed
 
         for row, record in enumerate(records):
             if not isinstance(record, Mapping):
@@ -344,18 +344,15 @@ class Bundle:
                 raise DataError(f"record {row}: expected a mapping of column to value, got {kind}")
         rows = len(records)
         columns = {c.name: [record.get(c.name) for record in records] for c in self.state.columns}
-        values, errors = read_request(columns, rows, self.state, readers(self.state))
-        outputs = self.pipeline.run(stack_feeds([values], self.state))
-        names, flag_names = graph.problem_names(self.state), graph.flag_names(self.state)
+        feed, errors = request_feed(columns, rows, self.state)
+        outputs = self.pipeline.run(feed)
+        names = graph.problem_names(self.state)
         reasons: list[str | None] = [None] * rows
         for error in errors:  # text that is not valid Unicode never reached the graph
             reasons[error["row"]] = reasons[error["row"]] or f"invalid:{error['field']}"
         for row, check in zip(*np.nonzero(outputs[graph.PROBLEMS]), strict=True):
             reasons[row] = reasons[row] or names[check]
-        flags = [
-            ",".join(name for name, hit in zip(flag_names, hits, strict=True) if hit) or None
-            for hits in outputs[graph.FLAGS]
-        ]
+        flags = graph.flagged_columns(outputs[graph.FLAGS], graph.flag_names(self.state))
         accepted = np.array([reason is None for reason in reasons], dtype=bool)
         kept = [pl.Series(name, [record.get(name) for record in records], strict=False) for name in keep]
         answers = prediction_columns(outputs_scores(outputs, self.task), accepted, self.task, self.labels)

@@ -30,8 +30,6 @@ from leanml.data import convert
 from leanml.data.state import CategoricalState, NumericState, PreprocessState
 
 FieldError = dict[str, Any]
-Values = dict[str, list[Any]]
-"""One request's values per input column, read and ready to stack."""
 MISSING = {"numeric": math.nan, "categorical": MISSING_STRING, "datetime": MISSING_INT64}
 INVALID = {"numeric": math.inf, "categorical": INVALID_STRING, "datetime": INVALID_INT64}
 DTYPES = {"numeric": np.float64, "categorical": object, "datetime": np.int64}
@@ -123,45 +121,20 @@ def _cached(general: Callable[[Any], Any], size: int = DATETIME_CACHE) -> Callab
 
 
 def request_feed(
-    columns: Mapping[str, Sequence[Any]], rows: int, state: PreprocessState
+    columns: Mapping[str, Sequence[Any]],
+    rows: int,
+    state: PreprocessState,
+    read: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[FieldError]]:
     """The graph's input feed for one request's columns, and the values that cannot be fed at all.
 
     ``columns`` holds the input columns of ``state`` with ``rows`` JSON values each (structural checks
-    have run; an absent column is all missing). Returns ``{column: array [rows, 1]}`` and
-    ``{"row", "field", "error"}`` entries for text that is not valid Unicode.
+    have run; an absent column is all missing); ``read`` comes from :func:`readers` (made when omitted).
+    Returns ``{column: array [rows, 1]}`` and ``{"row", "field", "error"}`` entries for text that is not
+    valid Unicode.
     """
-    values, errors = read_request(columns, rows, state, readers(state))
-    return stack_feeds([values], state), errors
-
-
-def read_request(
-    columns: Mapping[str, Sequence[Any]],
-    rows: int,
-    state: PreprocessState,
-    read: Mapping[str, Callable[[Any], Any]],
-) -> tuple[Values, list[FieldError]]:
-    """One request's values in the graph's encoding (``read`` from :func:`readers`), and its problems."""
-    out: Values = {}
-    errors: list[FieldError] = []
-    for column in state.columns:
-        raw = columns.get(column.name)
-        if raw is None:
-            raw = [None] * rows
-        reader = read[column.name]
-        if column.type != "numeric" and any(type(v) is str and not _encodable(v) for v in raw):
-            missing = MISSING[column.type]
-            encoded = []
-            for row, value in enumerate(raw):
-                if type(value) is str and not _encodable(value):
-                    errors.append({"row": row, "field": column.name, "error": "text is not valid Unicode"})
-                    encoded.append(missing)
-                else:
-                    encoded.append(reader(value))
-            out[column.name] = encoded
-        else:
-            out[column.name] = [reader(v) for v in raw]
-    return out, errors
+    feed, errors = read_batch([columns], [rows], state, read or readers(state))
+    return feed, errors[0]
 
 
 def read_batch(
@@ -172,7 +145,7 @@ def read_batch(
 ) -> tuple[dict[str, np.ndarray], list[list[FieldError]]]:
     """The feed of a whole batch, read column by column, and each request's own problems.
 
-    Every value is read on its own, so this gives each request exactly what :func:`read_request` gives
+    Every value is read on its own, so this gives each request exactly what :func:`request_feed` gives
     it alone; it only saves the per-request loop. A request with a problem keeps its rows (as missing
     values) so that the others' rows stay where they are; its answer is its problems.
     """
@@ -202,16 +175,6 @@ def read_batch(
     for problems in errors:
         problems.sort(key=lambda e: (e["row"], e["field"]))
     return feed, errors
-
-
-def stack_feeds(requests: Sequence[Values], state: PreprocessState) -> dict[str, np.ndarray]:
-    """The feed of a batch: every request's values stacked, one ``[rows, 1]`` array per input column."""
-    return {
-        column.name: np.array(
-            [v for request in requests for v in request[column.name]], dtype=DTYPES[column.type]
-        ).reshape(-1, 1)
-        for column in state.columns
-    }
 
 
 def _encodable(text: str) -> bool:

@@ -121,6 +121,14 @@ def flag_names(state: PreprocessState) -> list[str]:
     ]
 
 
+def flagged_columns(flags: np.ndarray, names: Sequence[str]) -> list[str | None]:
+    """Per row of the ``flags`` output, the flagged columns joined by commas (as ``__flags`` spells them),
+    or None."""
+    if not names or not flags.any():
+        return [None] * len(flags)
+    return [",".join(name for name, hit in zip(names, row, strict=True) if hit) or None for row in flags]
+
+
 # --------------------------------------------------------------------------------------------------
 # A small graph builder
 # --------------------------------------------------------------------------------------------------

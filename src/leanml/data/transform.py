@@ -288,11 +288,6 @@ def columns_frame(columns: Mapping[str, Sequence[Any]], height: int) -> pl.DataF
     return pl.DataFrame(data, height=height)
 
 
-def invalid_column(name: str) -> str:
-    """Name of the flag column (in an annotated frame) that marks values of ``name`` not convertible."""
-    return invalid_flag(name)
-
-
 def feature_matrix(frame: pl.DataFrame, state: PreprocessState, dtype: Any = np.float64) -> np.ndarray:
     """The feature columns of a transformed frame as one C-contiguous 2-D array."""
     return to_matrix(frame.select(state.feature_names), dtype)

@@ -21,10 +21,8 @@ import numpy as np
 from leanml.bundle import graph
 from leanml.bundle.artifact import Bundle
 from leanml.bundle.drift import DriftMonitor
-from leanml.bundle.feed import read_batch, read_request, readers, stack_feeds
-from leanml.data import convert
-from leanml.data.state import CategoricalState, DatetimeState, NumericState
-from leanml.serve.validation import EXPECTED, FieldError, RequestError, show_value
+from leanml.bundle.feed import read_batch, readers, request_feed
+from leanml.serve.validation import FieldError, RequestError, accepts, problem_message
 
 log = logging.getLogger("leanml.serve")
 
@@ -85,11 +83,11 @@ class ServedModel:
         Values of a JSON type their column cannot take (already reported) are left out as missing.
         """
         usable = {
-            name: [v if _scalar(v) else None for v in columns.get(name, [None] * rows)]
-            for name in self.columns
+            name: [v if accepts(column.type, v) else None for v in columns.get(name, [None] * rows)]
+            for name, column in self.columns.items()
         }
-        values, errors = read_request(usable, rows, self.state, self.readers)
-        outputs = self._run(stack_feeds([values], self.state))
+        feed, errors = request_feed(usable, rows, self.state, self.readers)
+        outputs = self._run(feed)
         return errors + self._problems(outputs[graph.PROBLEMS], usable, 0, rows)
 
     def infer(self, jobs: list[Job]) -> list[Answer | RequestError]:
@@ -118,8 +116,8 @@ class ServedModel:
     def _alone(self, job: Job) -> Answer | RequestError:
         started = time.perf_counter()
         try:
-            values, errors = read_request(job.columns, job.rows, self.state, self.readers)
-            outputs = self._run(stack_feeds([values], self.state))
+            feed, errors = request_feed(job.columns, job.rows, self.state, self.readers)
+            outputs = self._run(feed)
         except Exception:
             log.exception("cannot answer a request")
             return RequestError(500, "internal error while computing the answer")
@@ -139,7 +137,7 @@ class ServedModel:
         """
         problems = outputs[graph.PROBLEMS]
         bad = problems.any(axis=1) if problems.shape[1] else np.zeros(len(problems), dtype=bool)
-        flags = self._flags(outputs[graph.FLAGS])
+        flags = graph.flagged_columns(outputs[graph.FLAGS], self.flag_names)
         if self.task == "regression":
             predictions = outputs[graph.PREDICTION].astype(np.float64).tolist()
             probabilities = None
@@ -174,14 +172,6 @@ class ServedModel:
             self.drift.update(features if accepted.all() else features[accepted])
         return answers
 
-    def _flags(self, flags: np.ndarray) -> list[str | None]:
-        if not self.flag_names or not flags.any():
-            return [None] * len(flags)
-        return [
-            ",".join(name for name, hit in zip(self.flag_names, row, strict=True) if hit) or None
-            for row in flags
-        ]
-
     def _problems(
         self, problems: np.ndarray, columns: dict[str, list[Any]], offset: int, rows: int
     ) -> list[FieldError]:
@@ -189,30 +179,7 @@ class ServedModel:
         for row, check in zip(*np.nonzero(problems[offset : offset + rows]), strict=True):
             kind, _, name = self.problem_names[check].partition(":")
             value = columns.get(name, [None] * rows)[row]
-            errors.append({"row": int(row), "field": name, "error": self._message(kind, name, value)})
+            message = problem_message(kind, self.columns[name], value, self.state.null_values)
+            errors.append({"row": int(row), "field": name, "error": message})
         errors.sort(key=lambda e: (e["row"], e["field"]))
         return errors
-
-    def _message(self, kind: str, name: str, value: Any) -> str:
-        column = self.columns[name]
-        if kind == "outlier" and isinstance(column, NumericState) and column.outliers is not None:
-            lower = "-inf" if column.outliers.lower is None else f"{column.outliers.lower:g}"
-            upper = "inf" if column.outliers.upper is None else f"{column.outliers.upper:g}"
-            return f"{show_value(value)} is outside the accepted range [{lower}, {upper}]"
-        if kind == "unseen_category" and isinstance(column, CategoricalState):
-            known = [*column.categories, *column.infrequent]
-            shown = ", ".join(known[:10]) + (", …" if len(known) > 10 else "")
-            return f"unknown category {show_value(value)} (known: {shown})"
-        if kind == "invalid":
-            try:
-                convert.parse_value(value, column, self.state.null_values)
-            except convert.InvalidValue as exc:
-                return str(exc)
-        if isinstance(column, DatetimeState):
-            accepted = convert.describe_formats(convert.datetime_formats(column))
-            return f"expected {accepted}, got {show_value(value)}"
-        return f"expected {EXPECTED[column.type]}, got {show_value(value)}"
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))

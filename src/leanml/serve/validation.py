@@ -4,9 +4,10 @@ Two layers, both reporting ``{"row": i, "field": name, "error": message}`` entri
 
 * :func:`check_columns` (per request, before it is queued): every input column present, values of a
   JSON type the column can take, the row limit;
-* :func:`value_problems` (per batch, after the bundle's own preprocessing has annotated the rows): values
-  that could not be converted, and rows the serving rules reject (out of range under ``reject``, unknown
-  category under ``error``). These come from the same expressions as training, not a second copy of them.
+* :func:`problem_message` (per batch, after the serving graph ran): what each check the graph reports
+  says — a value its column cannot read under ``invalid: reject``, out of range under ``reject``, an
+  unknown category under ``error``. The checks themselves are the graph's, compiled from the same
+  frozen state as training.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import polars as pl
-
-from leanml.data.preprocessor import invalid_column, rejection_rules
-from leanml.data.state import CategoricalState, NumericState, PreprocessState
+from leanml.data import convert
+from leanml.data.state import CategoricalState, DatetimeState, NumericState, PreprocessState
 
 FieldError = dict[str, Any]
 SCALARS = (str, int, float, bool)
@@ -68,7 +67,7 @@ def check_columns(
                     {
                         "row": row,
                         "field": column.name,
-                        "error": f"expected {EXPECTED[column.type]}, got {_show(value)}",
+                        "error": f"expected {EXPECTED[column.type]}, got {show_value(value)}",
                     }
                 )
     return errors
@@ -82,7 +81,7 @@ def instances_to_columns(
         raise RequestError(
             422,
             "'instances' must be a list of objects",
-            [{"row": None, "field": "instances", "error": f"expected a list, got {_show(instances)}"}],
+            [{"row": None, "field": "instances", "error": f"expected a list, got {show_value(instances)}"}],
         )
     if not instances:
         raise RequestError(
@@ -95,7 +94,8 @@ def instances_to_columns(
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for row, instance in enumerate(instances):
         if not isinstance(instance, dict):
-            errors.append({"row": row, "field": None, "error": f"expected an object, got {_show(instance)}"})
+            problem = f"expected an object, got {show_value(instance)}"
+            errors.append({"row": row, "field": None, "error": problem})
             for name in names:
                 columns[name].append(None)
             continue
@@ -111,80 +111,34 @@ def instances_to_columns(
                     {
                         "row": row,
                         "field": name,
-                        "error": f"expected {EXPECTED[types[name]]}, got {_show(value)}",
+                        "error": f"expected {EXPECTED[types[name]]}, got {show_value(value)}",
                     }
                 )
     return columns, len(instances), errors
 
 
-def value_problems(
-    annotated: pl.DataFrame,
-    columns: Mapping[str, Sequence[Any]],
-    state: PreprocessState,
-    offset: int,
-    rows: int,
-) -> list[FieldError]:
-    """Per-row problems found by the preprocessing of rows ``offset .. offset+rows`` of a batch.
-
-    ``annotated`` holds, for the whole batch, the columns returned by :func:`problem_columns`.
-    """
-    part = annotated.slice(offset, rows)
-    errors: list[FieldError] = []
-    kinds = {c.name: c for c in state.columns}
-    for column in state.columns:
-        flags = part[_problem_name("invalid", column.name)]
-        if flags.any():
-            for row in flags.arg_true().to_list():
-                errors.append(
-                    {
-                        "row": row,
-                        "field": column.name,
-                        "error": f"expected {EXPECTED[column.type]}, got {_show(columns[column.name][row])}",
-                    }
-                )
-    for name, reason, _ in rejection_rules(state.columns, "serve"):
-        flags = part[_problem_name(reason, name)]
-        if flags.any():
-            column = kinds[name]
-            for row in flags.arg_true().to_list():
-                errors.append(
-                    {"row": row, "field": name, "error": _rejection_message(column, columns[name][row])}
-                )
-    errors.sort(key=lambda e: (e["row"], e["field"]))
-    return errors
-
-
-def problem_columns(state: PreprocessState) -> list[pl.Expr]:
-    """Boolean columns to select from an annotated frame for :func:`value_problems`."""
-    exprs = [pl.col(invalid_column(c.name)).alias(_problem_name("invalid", c.name)) for c in state.columns]
-    exprs += [
-        condition.fill_null(False).alias(_problem_name(reason, name))
-        for name, reason, condition in rejection_rules(state.columns, "serve")
-    ]
-    return exprs
-
-
-def _problem_name(kind: str, column: str) -> str:
-    return f"__problem:{kind}:{column}"
-
-
-def _rejection_message(column: Any, value: Any) -> str:
-    if isinstance(column, NumericState) and column.outliers is not None:
+def problem_message(kind: str, column: Any, value: Any, null_values: Sequence[str]) -> str:
+    """What a serving check of the graph (``kind`` of ``KIND:COLUMN``) says about one value."""
+    if kind == "outlier" and isinstance(column, NumericState) and column.outliers is not None:
         lower = "-inf" if column.outliers.lower is None else f"{column.outliers.lower:g}"
         upper = "inf" if column.outliers.upper is None else f"{column.outliers.upper:g}"
-        return f"{_show(value)} is outside the accepted range [{lower}, {upper}]"
-    if isinstance(column, CategoricalState):
+        return f"{show_value(value)} is outside the accepted range [{lower}, {upper}]"
+    if kind == "unseen_category" and isinstance(column, CategoricalState):
         known = [*column.categories, *column.infrequent]
         shown = ", ".join(known[:10]) + (", …" if len(known) > 10 else "")
-        return f"unknown category {_show(value)} (known: {shown})"
-    return f"rejected value {_show(value)}"
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
+        return f"unknown category {show_value(value)} (known: {shown})"
+    if kind == "invalid":
+        try:
+            convert.parse_value(value, column, null_values)
+        except convert.InvalidValue as exc:
+            return str(exc)
+    if isinstance(column, DatetimeState):
+        accepted = convert.describe_formats(convert.datetime_formats(column))
+        return f"expected {accepted}, got {show_value(value)}"
+    return f"expected {EXPECTED[column.type]}, got {show_value(value)}"
 
 
 def show_value(value: Any) -> str:
     """A JSON value as an error message quotes it: its repr, or its type for objects, at most 60 chars."""
-    return _show(value)
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
