@@ -13,7 +13,7 @@ import uvicorn
 
 from leanml.config import ServeConfig
 from leanml.serve import create_app
-from leanml.serve.server import uvicorn_options
+from leanml.serve.server import ConnectionLimits, uvicorn_options
 
 
 def free_port() -> int:
@@ -24,12 +24,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(reference: str, **settings: Any) -> Iterator[tuple[str, Any]]:
+def running_server(
+    reference: str, limits: ConnectionLimits | None = None, **settings: Any
+) -> Iterator[tuple[str, Any]]:
     """Serve ``reference`` on 127.0.0.1 with the production settings (uvloop, the guarded httptools
-    protocol and its timeouts); yield (base URL, app)."""
+    protocol and its timeouts, or ``limits``); yield (base URL, app)."""
     config = ServeConfig(port=free_port(), **settings)
     app = create_app(reference, config)
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(config)))
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(config, limits)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -41,4 +43,4 @@ def running_server(reference: str, **settings: Any) -> Iterator[tuple[str, Any]]
         yield f"http://127.0.0.1:{config.port}", app
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=15)

@@ -7,21 +7,16 @@ import contextlib
 import hashlib
 import json
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-import uvicorn
 
 from leanml.bundle.artifact import MANIFEST
-from leanml.config import ServeConfig
-from leanml.serve import create_app
-from leanml.serve.server import ConnectionLimits, uvicorn_options
-from serving import free_port
+from serving import running_server
 
 INPUTS = ["dep_delay", "distance", "sched_dep_time", "carrier", "dest", "origin", "time_hour"]
 GuardedServer = Callable[..., contextlib.AbstractContextManager[tuple[str, Any]]]
@@ -37,7 +32,7 @@ def store_copy(trained_flights: dict[str, Any], tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def module_store(trained_flights: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the trained store shared by a module's tests (which leave it as they found it)."""
+    """A copy of the trained store private to one test module (its tests may change aliases)."""
     root = tmp_path_factory.mktemp("serve-store") / "models"
     shutil.copytree(trained_flights["root"] / "models", root)
     return root
@@ -47,28 +42,7 @@ def module_store(trained_flights: dict[str, Any], tmp_path_factory: pytest.TempP
 def guarded_server() -> GuardedServer:
     """``guarded_server(reference, limits=None, **settings)``: a context manager serving on a free loopback
     port exactly as ``leanml serve`` does (guarded protocol, timeouts, caps); yields (base URL, app)."""
-
-    @contextlib.contextmanager
-    def run(
-        reference: str, limits: ConnectionLimits | None = None, **settings: Any
-    ) -> Iterator[tuple[str, Any]]:
-        config = ServeConfig(port=free_port(), **settings)
-        app = create_app(reference, config)
-        server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(config, limits)))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.time() + 20
-        while not server.started:
-            if time.time() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        try:
-            yield f"http://127.0.0.1:{config.port}", app
-        finally:
-            server.should_exit = True
-            thread.join(timeout=15)
-
-    return run
+    return running_server
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -26,11 +25,9 @@ INPUTS = ["dep_delay", "distance", "sched_dep_time", "carrier", "dest", "origin"
 
 
 @pytest.fixture(scope="module")
-def store(trained_flights: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of the trained store (tests here change aliases)."""
-    root = tmp_path_factory.mktemp("serve") / "models"
-    shutil.copytree(trained_flights["root"] / "models", root)
-    return root
+def store(module_store: Path) -> Path:
+    """This module's copy of the trained store (tests here change aliases)."""
+    return module_store
 
 
 @pytest.fixture(scope="module")
