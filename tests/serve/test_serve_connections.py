@@ -127,5 +127,9 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(
         time.sleep(0.3)
         response = httpx.post(f"{url}/v1/models/flights:predict", json={"instances": good_rows[:1]})
         assert response.status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+    # nobody was answered 500: a client that left is not a fault of the server
+    assert 'status="500"' not in metrics
+    assert "leanml_internal_errors_total 0.0" in metrics
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not noisy, [r.getMessage() for r in noisy]
