@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import yaml
 from rich.console import Console
 
+from leanml.bundle import BundleError
 from leanml.config import load_config
 from leanml.tuning import SearchSpace, run_tune
-from leanml.tuning.study import STUDY_NAME, open_storage
+from leanml.tuning.study import STUDY_NAME, TuneError, open_storage
 
 
 def _trials(storage: Path) -> list[optuna.trial.FrozenTrial]:
@@ -85,3 +87,27 @@ def test_resume_after_kill_repeats_no_finished_trial(
 
     again = run_tune(load_config(path), resume=True, bundle=False)  # nothing left to run
     assert again.ran == 0 and len(_trials(folder / "study.log")) == len(after)
+
+
+def test_a_bundling_failure_keeps_the_study_and_resume_bundles_it(
+    tune_raw: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "leanml.yaml"
+    path.write_text(yaml.safe_dump(tune_raw({"train.lr": [0.005, 0.01]}, tune={"sampler": "grid"})))
+    folder = tmp_path / "runs" / "bc" / "tune"
+
+    def broken(config: Any, console: Any = None) -> Any:
+        raise BundleError("the exported ONNX graph disagrees with the PyTorch model")
+
+    monkeypatch.setattr("leanml.tuning.stage.train_and_bundle", broken)
+    with pytest.raises(TuneError, match=r"disagrees.*study is kept.*tune --resume"):
+        run_tune(load_config(path))
+    finished = [t for t in _trials(folder / "study.log") if t.state.is_finished()]
+    assert len(finished) == 2 and (folder / "best.yaml").exists()
+    assert not (tmp_path / "models" / "bc").exists()
+
+    monkeypatch.undo()
+    resumed = run_tune(load_config(path), resume=True)
+    assert resumed.ran == 0 and len(_trials(folder / "study.log")) == 2
+    assert resumed.bundle is not None and resumed.bundle.path.is_dir()
+    assert resumed.bundle.name == "bc"

@@ -142,7 +142,13 @@ def run_tune(
         return replace(result, bundle=existing[0], bundle_validation=existing[1])
     if console is not None:
         console.print(f"training the best config (trial {best.number}) into the model store")
-    outcome = train_and_bundle(best_config, console=console)  # the train stage: one way to make a bundle
+    try:
+        outcome = train_and_bundle(best_config, console=console)  # the train stage: one way to make a bundle
+    except Exception as exc:  # the study and best.yaml are on disk already: say how to finish
+        raise TuneError(
+            f"bundling the best trial ({best.number}) failed: {exc}. The study is kept in {files.root}; "
+            f"`leanml tune --resume` bundles it without running any trial again"
+        ) from exc
     return replace(result, bundle=outcome.bundle, bundle_validation=dict(outcome.result.validation))
 
 
