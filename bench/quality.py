@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import pickle
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ NEW_TRAIN = {
     "early_stopping": {"patience": 6},
 }
 CANDIDATES: dict[str, dict[str, Any]] = {
+    "init": {},
     "old": {"model": OLD_MODEL, "train": OLD_TRAIN},
     "mlp": {"model": {"arch": "mlp", "hidden": [256, 256, 256], "dropout": 0.1}, "train": NEW_TRAIN},
     "mlp-plr": {
@@ -186,9 +188,9 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
 }
 
 
-def split(dataset: Dataset, max_rows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split(dataset: Dataset, max_rows: int, seed: int = SEED) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A seeded sample of at most ``max_rows`` rows, cut 80/20 into train and test."""
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     order = rng.permutation(dataset.frame.height)[:max_rows]
     cut = round(len(order) * (1 - TEST_SHARE))
     return dataset.frame[np.sort(order[:cut])], dataset.frame[np.sort(order[cut:])]
@@ -232,9 +234,18 @@ def _latency(predict: Callable[[Any], Any], rows: list[Any], batches: list[Any])
 
 # ----------------------------------------------------------------------------------------------- leanml
 def run_leanml(
-    dataset: Dataset, train: pl.DataFrame, test: pl.DataFrame, candidate: dict[str, Any], workdir: Path
+    dataset: Dataset,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    candidate: dict[str, Any],
+    workdir: Path,
+    seed: int = SEED,
 ) -> Result:
-    """``init`` + candidate sections + ``train``; score the test rows through the serving graph."""
+    """``init`` + candidate sections + ``train``; score the test rows through the serving graph.
+
+    A candidate's ``model`` and ``train`` replace init's; its ``numeric`` settings go into every numeric
+    column spec; an empty candidate is init's config as it is.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "train.parquet"
     train.write_parquet(data)
@@ -242,10 +253,15 @@ def run_leanml(
     raw["data"]["split"] = {
         "validation": 0.1,
         "test": 0.0,
-        "seed": SEED,
+        "seed": seed,
         "stratify": dataset.task != "regression",
     }
-    raw["model"], raw["train"] = candidate["model"], candidate["train"]
+    raw["train"] = {**raw.get("train", {}), "seed": seed}
+    if "model" in candidate:
+        raw["model"], raw["train"] = candidate["model"], {**candidate["train"], "seed": seed}
+    for spec in raw["columns"].values():
+        if spec.get("type") == "numeric":
+            spec.update(candidate.get("numeric", {}))
     config = parse_config(raw, base_dir=workdir)
     started = time.perf_counter()
     outcome = train_and_bundle(config)
@@ -293,7 +309,9 @@ def _serialized_kb(system: str, model: Any) -> float:
     return len(buffer.getvalue()) / 1024
 
 
-def run_booster(system: str, dataset: Dataset, train: pl.DataFrame, test: pl.DataFrame) -> Result:
+def run_booster(
+    system: str, dataset: Dataset, train: pl.DataFrame, test: pl.DataFrame, seed: int = SEED
+) -> Result:
     """A gradient-boosting library with its default settings."""
     features = [c for c in train.columns if c != dataset.target]
     text = [c for c in features if train[c].dtype in (pl.String, pl.Categorical, pl.Enum)]
@@ -311,17 +329,17 @@ def run_booster(system: str, dataset: Dataset, train: pl.DataFrame, test: pl.Dat
         import lightgbm
 
         cls = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
-        model = cls(random_state=SEED, verbose=-1, n_jobs=threads)
+        model = cls(random_state=seed, verbose=-1, n_jobs=threads)
     elif system == "xgboost":
         import xgboost
 
         cls = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
-        model = cls(random_state=SEED, enable_categorical=True, tree_method="hist", n_jobs=threads)
+        model = cls(random_state=seed, enable_categorical=True, tree_method="hist", n_jobs=threads)
     else:
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        model = cls(random_state=SEED)
+        model = cls(random_state=seed)
     started = time.perf_counter()
     model.fit(x_train, y_train)
     fit_s = time.perf_counter() - started
@@ -345,11 +363,26 @@ def run_booster(system: str, dataset: Dataset, train: pl.DataFrame, test: pl.Dat
 METRIC_NAMES = {"binary": "ROC AUC", "multiclass": "accuracy", "regression": "RMSE"}
 
 
-def report(results: dict[str, dict[str, Result]], tasks: dict[str, str], systems: list[str]) -> str:
-    """The markdown tables: metric per system, then the costs, then ratios to LightGBM."""
+def mean_result(runs: list[Result]) -> Result:
+    """Every figure averaged over seeds."""
+    return Result(*(statistics.fmean(getattr(r, f) for r in runs) for f in Result.__dataclass_fields__))
+
+
+def report(runs: dict[str, dict[str, list[Result]]], tasks: dict[str, str], systems: list[str]) -> str:
+    """The markdown tables: metric per system (mean ± sd over seeds), then ratios to LightGBM (of the
+    means), then the costs."""
+    results = {name: {s: mean_result(r) for s, r in row.items()} for name, row in runs.items()}
     lines = ["| dataset | metric | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
     for name, row in results.items():
-        cells = [f"{row[s].metric:.4f}" if s in row else "—" for s in systems]
+        cells = []
+        for s in systems:
+            seeds = [r.metric for r in runs[name].get(s, [])]
+            if not seeds:
+                cells.append("—")
+            elif len(seeds) == 1:
+                cells.append(f"{seeds[0]:.4f}")
+            else:
+                cells.append(f"{row[s].metric:.4f} ± {statistics.stdev(seeds):.4f}")
         lines.append(f"| {name} | {METRIC_NAMES[tasks[name]]} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -390,15 +423,18 @@ def main() -> None:
     parser.add_argument(
         "--datasets", default=",".join(DATASETS), help="comma-separated, from: " + ", ".join(DATASETS)
     )
-    parser.add_argument(
-        "--candidates", default="old,mlp-plr", help="leanml configs, from: " + ", ".join(CANDIDATES)
-    )
+    parser.add_argument("--candidates", default="init", help="leanml configs, from: " + ", ".join(CANDIDATES))
     parser.add_argument("--boosters", default="lightgbm,xgboost,hgb")
     parser.add_argument(
         "--max-rows", type=int, default=None, help="rows per table (default 100,000; quick 12,000)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--workdir", default=None, help="keep leanml's files here (default: a temp folder)")
+    parser.add_argument("--seeds", default="0", help="comma-separated: one split and training per seed")
+    parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", default=None, help="print the tables of these --json files only"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -406,6 +442,8 @@ def main() -> None:
     candidates = {name: dict(CANDIDATES[name]) for name in args.candidates.split(",") if name}
     if args.quick:  # fewer epochs: a smoke test of the whole path, not a verdict
         for name, candidate in candidates.items():
+            if "train" not in candidate:  # init's own config: its epochs as they are
+                continue
             epochs = min(candidate["train"]["epochs"], 8)
             warmup = min(candidate["train"].get("warmup_epochs", 0), epochs - 1)
             candidates[name] = {
@@ -414,28 +452,66 @@ def main() -> None:
             }
     boosters = [b for b in args.boosters.split(",") if b]
     systems = [f"leanml:{name}" for name in candidates] + boosters
-    results: dict[str, dict[str, Result]] = {}
+    if args.report:
+        runs, tasks = merge_json(args.report)
+        print(report(runs, tasks, [s for s in systems if any(s in row for row in runs.values())]))
+        return
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    runs: dict[str, dict[str, list[Result]]] = {}
     tasks: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="leanml-bench-quality-") as temporary:
         root = Path(args.workdir or temporary)
         for name in args.datasets.split(","):
             dataset = DATASETS[name]()
-            train, test = split(dataset, max_rows)
             tasks[name] = dataset.task
-            results[name] = {}
-            print(
-                f"## {name}: {dataset.task}, {train.height:,} train / {test.height:,} test rows", flush=True
-            )
-            for label, candidate in candidates.items():
-                result = run_leanml(dataset, train, test, candidate, root / name / label)
-                results[name][f"leanml:{label}"] = result
-                print(f"  leanml:{label}: {result}", flush=True)
-            for system in boosters:
-                result = run_booster(system, dataset, train, test)
-                results[name][system] = result
-                print(f"  {system}: {result}", flush=True)
+            runs[name] = {system: [] for system in systems}
+            for seed in seeds:
+                train, test = split(dataset, max_rows, seed)
+                print(
+                    f"## {name} (seed {seed}): {dataset.task}, {train.height:,} train / {test.height:,} test",
+                    flush=True,
+                )
+                for label, candidate in candidates.items():
+                    where = root / name / f"{label}-{seed}"
+                    result = run_leanml(dataset, train, test, candidate, where, seed)
+                    runs[name][f"leanml:{label}"].append(result)
+                    print(f"  leanml:{label}: {result}", flush=True)
+                for system in boosters:
+                    result = run_booster(system, dataset, train, test, seed)
+                    runs[name][system].append(result)
+                    print(f"  {system}: {result}", flush=True)
+                if args.json:  # after every seed: a long run that stops keeps what it measured
+                    write_json(args.json, runs, tasks, max_rows)
     print()
-    print(report(results, tasks, systems))
+    print(report(runs, tasks, systems))
+
+
+def write_json(
+    path: Path, runs: dict[str, dict[str, list[Result]]], tasks: dict[str, str], rows: int
+) -> None:
+    """Every run's figures, for ``--report`` to merge (written to a temporary file, then renamed)."""
+    document = {
+        "max_rows": rows,
+        "tasks": tasks,
+        "runs": {n: {s: [asdict(r) for r in rs] for s, rs in row.items()} for n, row in runs.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=1))
+    temporary.replace(path)
+
+
+def merge_json(paths: list[Path]) -> tuple[dict[str, dict[str, list[Result]]], dict[str, str]]:
+    """The runs and tasks of several ``--json`` files (e.g. one per dataset, run in parallel)."""
+    runs: dict[str, dict[str, list[Result]]] = {}
+    tasks: dict[str, str] = {}
+    for path in paths:
+        document = json.loads(path.read_text())
+        tasks.update(document["tasks"])
+        for name, row in document["runs"].items():
+            for system, results in row.items():
+                runs.setdefault(name, {}).setdefault(system, []).extend(Result(**r) for r in results)
+    return runs, tasks
 
 
 if __name__ == "__main__":

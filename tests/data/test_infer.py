@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from leanml.config import load_config
-from leanml.data.infer import infer_config, write_config
+from leanml.data.infer import batch_size, infer_config, write_config
 from leanml.data.prepare import prepare
 from leanml.errors import DataError
 
@@ -76,3 +76,9 @@ def test_regression_target_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="exists"):
         write_config("name: x\n", tmp_path / "exists.yaml")
     assert (tmp_path / "exists.yaml").read_text() == "keep me"
+
+
+def test_the_starter_batch_size_grows_with_the_table() -> None:
+    # small tables get small batches (enough optimizer steps per epoch), big ones keep epochs short
+    sizes = [batch_size(rows) for rows in (1_000, 10_000, 10_001, 50_000, 300_000, 2_000_000)]
+    assert sizes == [64, 64, 256, 256, 512, 1024]
