@@ -55,6 +55,8 @@ from leanml.training.stage import train_and_bundle
 SEED = 0
 TEST_SHARE = 0.2
 LATENCY_ROWS = 200
+BOOSTER_THREADS: int | None = None
+"""Threads of LightGBM and XGBoost (``--threads``; default: every core)."""
 
 OLD_MODEL = {"arch": "mlp", "hidden": [128, 64], "dropout": 0.1}
 OLD_TRAIN = {
@@ -186,6 +188,23 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "loans": loans,
     "digits": digits,
 }
+
+
+def load_dataset(name: str, folder: Path | None) -> Dataset:
+    """A table by name: from ``folder/NAME.parquet`` when that exists (see ``--export-data``), else from
+    the package that ships it."""
+    if folder is not None and (folder / f"{name}.parquet").exists():
+        frame = pl.read_parquet(folder / f"{name}.parquet")
+        meta = json.loads((folder / f"{name}.json").read_text())
+        return Dataset(name, frame, meta["target"], meta["task"])
+    return DATASETS[name]()
+
+
+def export_dataset(dataset: Dataset, folder: Path) -> None:
+    """Write a table and its target and task where :func:`load_dataset` reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset.frame.write_parquet(folder / f"{dataset.name}.parquet")
+    (folder / f"{dataset.name}.json").write_text(json.dumps({"target": dataset.target, "task": dataset.task}))
 
 
 def split(dataset: Dataset, max_rows: int, seed: int = SEED) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -324,7 +343,7 @@ def run_booster(
     y_train = encode_target(train[dataset.target], dataset.task, classes)
     y_test = encode_target(test[dataset.target], dataset.task, classes)
     regression = dataset.task == "regression"
-    threads = os.cpu_count() or 1
+    threads = BOOSTER_THREADS or os.cpu_count() or 1
     if system == "lightgbm":
         import lightgbm
 
@@ -428,16 +447,26 @@ def main() -> None:
     parser.add_argument(
         "--max-rows", type=int, default=None, help="rows per table (default 100,000; quick 12,000)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and booster threads (default: every core)"
+    )
     parser.add_argument("--workdir", default=None, help="keep leanml's files here (default: a temp folder)")
+    parser.add_argument("--data", type=Path, default=None, help="read tables from NAME.parquet here first")
+    parser.add_argument("--export-data", type=Path, default=None, help="write the tables here and stop")
     parser.add_argument("--seeds", default="0", help="comma-separated: one split and training per seed")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
     parser.add_argument(
         "--report", type=Path, nargs="+", default=None, help="print the tables of these --json files only"
     )
     args = parser.parse_args()
+    if args.export_data:
+        for name in args.datasets.split(","):
+            export_dataset(DATASETS[name](), args.export_data)
+        return
     if args.threads:
+        global BOOSTER_THREADS
         torch.set_num_threads(args.threads)
+        BOOSTER_THREADS = args.threads
     max_rows = args.max_rows or (12_000 if args.quick else 100_000)
     candidates = {name: dict(CANDIDATES[name]) for name in args.candidates.split(",") if name}
     if args.quick:  # fewer epochs: a smoke test of the whole path, not a verdict
@@ -462,7 +491,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leanml-bench-quality-") as temporary:
         root = Path(args.workdir or temporary)
         for name in args.datasets.split(","):
-            dataset = DATASETS[name]()
+            dataset = load_dataset(name, args.data)
             tasks[name] = dataset.task
             runs[name] = {system: [] for system in systems}
             for seed in seeds:
