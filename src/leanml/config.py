@@ -138,7 +138,9 @@ class NumericColumn(StrictModel):
     impute: Literal["mean", "median", "most_frequent", "constant"] = "median"
     fill_value: float | None = None
     missing_indicator: bool = False
-    scale: Literal["standard", "minmax", "none"] = "standard"
+    scale: Literal["standard", "minmax", "robust", "quantile", "none"] = "standard"
+    """``robust``: centred on the median, divided by the IQR, then softly clipped to about ±3;
+    ``quantile``: mapped through the fitted quantiles to a standard normal (see docs/config.md)."""
     outliers: OutlierConfig | None = None
     thousands: Literal[",", ".", " ", "'", "_", "\u00a0", "\u202f"] | None = None
     """Thousands separator of numbers written as text (``1,234``); digits must be grouped by three."""

@@ -144,7 +144,7 @@ def numeric_spec(draw: st.DrawFn) -> dict[str, Any]:
         "impute": draw(st.sampled_from(["mean", "median", "most_frequent", "constant"])),
         "fill_value": draw(st.sampled_from([-3.5, 0.0, 7.25])),
         "missing_indicator": draw(st.booleans()),
-        "scale": draw(st.sampled_from(["standard", "minmax", "none"])),
+        "scale": draw(st.sampled_from(["standard", "minmax", "robust", "quantile", "none"])),
         "invalid": draw(st.sampled_from(["null", "reject"])),
     }
     if draw(st.booleans()):
@@ -199,7 +199,10 @@ def training_frame(draw: st.DrawFn, spec: dict[str, Any], text_dates: set[str]) 
     data: dict[str, pl.Series] = {}
     for name, column in spec.items():
         if column["type"] == "numeric":
-            values = (rng.standard_normal(TRAIN_ROWS) * draw(st.sampled_from([0.5, 1.0, 1e3]))).tolist()
+            values = rng.standard_normal(TRAIN_ROWS) * draw(st.sampled_from([0.5, 1.0, 1e3]))
+            if draw(st.booleans()):  # few distinct values: tied quantiles, a zero IQR, even a constant
+                values = np.round(values / draw(st.sampled_from([1.0, 4.0, 1e9])))
+            values = values.tolist()
             data[name] = pl.Series(name, _with_nulls(draw, values), dtype=pl.Float64)
         elif column["type"] == "categorical":
             values = rng.choice(VOCAB, TRAIN_ROWS, p=[0.35, 0.25, 0.2, 0.1, 0.06, 0.04]).tolist()

@@ -46,7 +46,9 @@ from leanml.data.state import (
     NumericState,
     OutlierState,
     PreprocessState,
+    ScaleState,
 )
+from leanml.data.transform import quantile_table
 from leanml.errors import DataError
 
 MISSING_STRING = ""
@@ -242,7 +244,7 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
             nulled = g.row([a == "null" for a in actions], bool, "null_action")
             null = g.op("Or", null, g.op("And", flagged, nulled))
     filled = g.op("Where", null, g.row([c.fill for c in columns], np.float64, "fill"), value)
-    scaled = _scale(g, filled, [(c.scale.method, c.scale.offset, c.scale.divisor) for c in columns])
+    scaled = _scale(g, filled, [c.scale for c in columns])
     blocks = [
         _Block(scaled, [("numeric", name) for name in names]),
         _Block(g.op("Cast", null, to=TensorProto.DOUBLE), [("missing", name) for name in names]),
@@ -250,14 +252,76 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
     return blocks, checks
 
 
-def _scale(g: _Builder, block: str, scales: Sequence[tuple[str, float, float]]) -> str:
-    """``(x - offset) / divisor`` per column; ``none`` is ``(x - 0) / 1``, which leaves every value as is."""
-    if all(method == "none" for method, _, _ in scales):
+def _scale(g: _Builder, block: str, scales: Sequence[ScaleState]) -> str:
+    """Each column's scaling, as :func:`~leanml.data.transform._scaled` computes it.
+
+    ``(x - offset) / divisor`` for the linear methods (``none`` is ``(x - 0) / 1``, which leaves every value
+    as is), then ``robust`` columns softly clipped; ``quantile`` columns take :func:`_quantile_scaled`.
+    """
+    methods = [scale.method for scale in scales]
+    if all(method == "none" for method in methods):
         return block
-    offsets = [0.0 if method == "none" else offset for method, offset, _ in scales]
-    divisors = [1.0 if method == "none" else divisor for method, _, divisor in scales]
-    centred = g.op("Sub", block, g.row(offsets, np.float64, "offset"))
-    return g.op("Div", centred, g.row(divisors, np.float64, "divisor"))
+    linear = [method not in ("none", "quantile") for method in methods]
+    out = block
+    if any(linear):
+        offsets = [scale.offset if keep else 0.0 for scale, keep in zip(scales, linear, strict=True)]
+        divisors = [scale.divisor if keep else 1.0 for scale, keep in zip(scales, linear, strict=True)]
+        centred = g.op("Sub", block, g.row(offsets, np.float64, "offset"))
+        out = g.op("Div", centred, g.row(divisors, np.float64, "divisor"))
+    if "robust" in methods:
+        third = g.op("Div", out, g.const(3.0, np.float64))
+        bound = g.op("Sqrt", g.op("Add", g.op("Mul", third, third), g.const(1.0, np.float64)))
+        robust = g.row([method == "robust" for method in methods], bool, "robust")
+        out = g.op("Where", robust, g.op("Div", out, bound), out)
+    if "quantile" in methods:
+        quantile = g.row([method == "quantile" for method in methods], bool, "quantile")
+        out = g.op("Where", quantile, _quantile_scaled(g, block, scales), out)
+    return out
+
+
+def _quantile_scaled(g: _Builder, block: str, scales: Sequence[ScaleState]) -> str:
+    """The ``quantile`` map of every column of ``block`` (columns of other methods get a dummy table).
+
+    For each value, the number of knots at or below it (clipped to ``[1, K - 1]``) picks the segment
+    ``[lo, hi]`` from a flat table of every column's knots, as ``search_sorted(side="right")`` does in
+    Polars; with ``x`` clipped to the end knots, the answer is the knot's score at ``lo`` or ``hi``, else
+    ``after[lo] + (x - lo) * (before[hi] - after[lo]) / (hi - lo)``.
+    """
+    dummy = {"knots": [0.0, 1.0], "scores": [0.0, 0.0], "before": [0.0, 0.0], "after": [0.0, 0.0]}
+    tables = [quantile_table(scale) if scale.method == "quantile" else dummy for scale in scales]
+    width = max(len(table["knots"]) for table in tables)
+    flat: dict[str, np.ndarray] = {}
+    for key in dummy:
+        padded = np.zeros((len(tables), width))
+        for m, table in enumerate(tables):
+            padded[m, : len(table[key])] = table[key]
+        flat[key] = padded
+    grid = np.full((1, len(tables), width), np.inf)
+    for m, table in enumerate(tables):
+        grid[0, m, : len(table["knots"])] = table["knots"]
+    first = g.row([table["knots"][0] for table in tables], np.float64, "first_knot")
+    last = g.row([table["knots"][-1] for table in tables], np.float64, "last_knot")
+    x = g.op("Max", g.op("Min", block, last), first)
+    at_or_below = g.op(
+        "LessOrEqual", g.const(grid, np.float64, "knots"), g.op("Unsqueeze", x, g.const([2], np.int64))
+    )
+    count = g.op(
+        "ReduceSum", g.op("Cast", at_or_below, to=TensorProto.INT64), g.const([2], np.int64), keepdims=0
+    )
+    top = g.row([len(table["knots"]) - 1 for table in tables], np.int64, "last_segment")
+    upper = g.op("Max", g.op("Min", count, top), g.const(1, np.int64))
+    upper = g.op("Add", upper, g.row([m * width for m in range(len(tables))], np.int64, "table_row"))
+    lower = g.op("Sub", upper, g.const(1, np.int64))
+
+    def look_up(key: str, index: str) -> str:
+        return g.op("Gather", g.const(flat[key].ravel(), np.float64, key), index)
+
+    lo, hi = look_up("knots", lower), look_up("knots", upper)
+    start, end = look_up("after", lower), look_up("before", upper)
+    rise = g.op("Mul", g.op("Sub", x, lo), g.op("Sub", end, start))
+    between = g.op("Add", start, g.op("Div", rise, g.op("Sub", hi, lo)))
+    at_hi = g.op("Where", g.op("Equal", x, hi), look_up("scores", upper), between)
+    return g.op("Where", g.op("Equal", x, lo), look_up("scores", lower), at_hi)
 
 
 def _categorical(
@@ -342,7 +406,7 @@ def _datetime(g: _Builder, columns: list[DatetimeState]) -> tuple[list[_Block], 
         for k, out in enumerate(column.outputs):
             indices.append(where[out.part] * len(columns) + d)
             keys.append(("datetime", column.name, k))
-            scales.append((out.scale.method, out.scale.offset, out.scale.divisor))
+            scales.append(out.scale)
     blocks = [_Block(g.op("Cast", null, to=TensorProto.DOUBLE), [("missing", name) for name in names])]
     if indices:
         blocks.append(_Block(_scale(g, g.gather_columns(matrix, indices), scales), keys))

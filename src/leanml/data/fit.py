@@ -9,6 +9,7 @@ statistics are computed on exactly the values ``transform`` will see.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 import polars as pl
@@ -89,7 +90,7 @@ def fit_preprocessor(
             counted.append(name)
             continue
         aggregates += moment_exprs(handled_column(name), f"{name}|")
-        if spec.impute in ("median", "most_frequent"):
+        if spec.impute in ("median", "most_frequent") or spec.scale in QUANTILE_SCALES:
             counted.append(name)
         if isinstance(spec, DatetimeColumn):
             for part in spec.parts:
@@ -202,7 +203,25 @@ def _require_values(name: str, count: int) -> None:
         )
 
 
-def _fit_scale(method: str, moments: Moments) -> ScaleState:
+QUANTILE_SCALES = ("robust", "quantile")
+"""Scalings fitted on exact quantiles (value counts) rather than moments."""
+QUANTILE_KNOTS = 128
+"""Quantiles a ``quantile`` scaling is fitted at (probabilities ``0, 1/127, …, 1``)."""
+NORMAL_BOUND = 1e-7
+"""Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the normal quantile, as scikit-learn does."""
+
+
+def _fit_scale(method: str, moments: Moments, counts: ValueCounts | None = None) -> ScaleState:
+    eps = 10 * np.finfo(float).eps
+    if method == "robust":
+        assert counts is not None
+        median, spread = counts.median(), counts.quantile(0.75) - counts.quantile(0.25)
+        if spread <= eps:  # more than half the values are equal: half the range, else nothing to divide by
+            spread = (moments.max - moments.min) / 2
+        return ScaleState(method="robust", offset=median, divisor=spread if spread > eps else 1.0)
+    if method == "quantile":
+        assert counts is not None
+        return ScaleState(method="quantile", **quantile_map(counts, QUANTILE_KNOTS))
     if method == "standard":
         std = moments.std
         # scikit-learn's _handle_zeros_in_scale: a constant feature is left centred, not divided by ~0.
@@ -215,6 +234,40 @@ def _fit_scale(method: str, moments: Moments) -> ScaleState:
             method="minmax", offset=moments.min, divisor=span if span > 10 * np.finfo(float).eps else 1.0
         )
     return ScaleState(method="none")
+
+
+def quantile_map(counts: ValueCounts, n: int) -> dict[str, list[float]]:
+    """The ``knots``, ``scores``, ``before`` and ``after`` of a ``quantile`` scaling (see
+    :class:`~leanml.data.state.ScaleState`), as scikit-learn's ``QuantileTransformer(n_quantiles=n,
+    output_distribution="normal")`` maps values: the knots are the distinct quantiles at ``n`` evenly spaced
+    probabilities; a value at a knot gets the mean probability of the quantiles sharing it (the smallest
+    and largest knots 0 and 1), values between knots interpolate from the last probability sharing the
+    lower knot to the first sharing the upper one. Probabilities are clipped to :data:`NORMAL_BOUND`
+    before the normal quantile; the interpolation is linear in the score, not in the probability."""
+    probabilities = np.linspace(0.0, 1.0, n)
+    quantiles = [counts.quantile(float(p)) for p in probabilities]
+    knots: list[float] = []
+    groups: list[list[float]] = []
+    for value, p in zip(quantiles, probabilities, strict=True):
+        if knots and value == knots[-1]:
+            groups[-1].append(float(p))
+        else:
+            knots.append(value)
+            groups.append([float(p)])
+    normal = NormalDist()
+
+    def score(p: float) -> float:
+        return normal.inv_cdf(min(max(p, NORMAL_BOUND), 1 - NORMAL_BOUND))
+
+    at = [float(np.mean(g)) for g in groups]
+    if len(groups) >= 2:
+        at[0], at[-1] = 0.0, 1.0
+    return {
+        "knots": knots,
+        "scores": [score(p) for p in at],
+        "before": [score(g[0]) for g in groups],
+        "after": [score(g[-1]) for g in groups],
+    }
 
 
 def _numeric_fill(
@@ -240,12 +293,15 @@ def _numeric_state(
 ) -> NumericState:
     fill = _numeric_fill(name, spec.impute, moments, counts, spec.fill_value)
     imputed = moments.with_constant(fill, rows - moments.count)
+    imputed_counts = counts
+    if counts is not None and rows > counts.total:
+        imputed_counts = counts.merge(ValueCounts([fill], [rows - counts.total]))
     return NumericState(
         name=name,
         impute=spec.impute,
         fill=fill,
         indicator=spec.missing_indicator,
-        scale=_fit_scale(spec.scale, imputed),
+        scale=_fit_scale(spec.scale, imputed, imputed_counts),
         outliers=outliers,
         observed_min=imputed.min,
         observed_max=imputed.max,

@@ -24,6 +24,7 @@ from leanml.data.prepared import PreparedData
 from leanml.data.preprocessor import QUALITY_METRICS
 from leanml.data.split import SPLITS
 from leanml.data.state import CategoricalState, NumericState, PreprocessState
+from leanml.data.transform import unscale
 from leanml.figures import figure_png, integer_ticks, plain_numbers
 from leanml.reports import html_table, human_number, paragraph, png_tag, write_page
 
@@ -78,7 +79,7 @@ def numeric_histograms(
         counts = np.zeros(bins, dtype=np.int64)
         counts[counted["bin"].to_numpy()] = counted["len"].to_numpy()
         scaled = np.linspace(low, high, bins + 1)
-        edges = scaled * column.scale.divisor + column.scale.offset
+        edges = unscale(column.scale, scaled)
         histograms.append(Histogram(column.name, edges, counts))
     return histograms
 

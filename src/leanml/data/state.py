@@ -26,11 +26,19 @@ class _Frozen(BaseModel):
 
 
 class ScaleState(_Frozen):
-    """``(x - offset) / divisor``: standardization, min-max or identity, with frozen numbers."""
+    """A frozen scaling: ``(x - offset) / divisor`` (standard, min-max, identity); ``robust`` then softly
+    clips ``z`` to ``z / sqrt(1 + (z / 3)²)``; ``quantile`` maps ``x`` through ``knots`` (the fitted
+    quantiles, strictly increasing) to standard-normal scores: ``scores[i]`` at ``knots[i]``, linear
+    between ``after[i]`` just above a knot and ``before[i + 1]`` just below the next (they differ from
+    ``scores`` where several quantiles share a value), constant beyond the first and last knot."""
 
-    method: Literal["standard", "minmax", "none"]
+    method: Literal["standard", "minmax", "robust", "quantile", "none"]
     offset: float = 0.0
     divisor: float = 1.0
+    knots: list[float] = Field(default_factory=list)
+    scores: list[float] = Field(default_factory=list)
+    before: list[float] = Field(default_factory=list)
+    after: list[float] = Field(default_factory=list)
 
 
 class OutlierState(_Frozen):

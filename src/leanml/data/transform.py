@@ -174,7 +174,61 @@ def unseen_expr(state: CategoricalState) -> pl.Expr:
 def _scaled(expr: pl.Expr, scale: ScaleState) -> pl.Expr:
     if scale.method == "none":
         return expr
-    return (expr - scale.offset) / scale.divisor
+    if scale.method == "quantile":
+        return _quantile_scaled(expr, scale)
+    z = (expr - scale.offset) / scale.divisor
+    if scale.method == "robust":
+        return soft_clip(z)
+    return z
+
+
+def unscale(scale: ScaleState, values: np.ndarray) -> np.ndarray:
+    """Features back in the column's units (approximately between a quantile scaling's knots): what a
+    report labels its histogram edges with."""
+    if scale.method == "quantile":
+        return np.interp(values, scale.scores, scale.knots) if len(scale.knots) >= 2 else values
+    if scale.method == "robust":
+        bounded = np.clip(values / 3.0, -1 + 1e-9, 1 - 1e-9)
+        values = values / np.sqrt(1 - bounded * bounded)
+    return values * scale.divisor + scale.offset
+
+
+def soft_clip(z: Any) -> Any:
+    """RealMLP's smooth clipping ``z / sqrt(1 + (z / 3)²)`` (Holzmüller et al., 2024): about ``z`` near 0,
+    bounded by ±3. The serving graph computes it with the same operations in the same order."""
+    third = z / 3.0
+    return z / (third * third + 1.0).sqrt()
+
+
+def quantile_table(scale: ScaleState) -> dict[str, list[float]]:
+    """A ``quantile`` scaling's ``knots``, ``scores``, ``before`` and ``after``, with at least two knots
+    (a constant column's one knot gets a second: every value maps to 0)."""
+    if len(scale.knots) >= 2:
+        return {"knots": scale.knots, "scores": scale.scores, "before": scale.before, "after": scale.after}
+    knot = scale.knots[0] if scale.knots else 0.0
+    return {"knots": [knot, knot + 1.0], "scores": [0.0, 0.0], "before": [0.0, 0.0], "after": [0.0, 0.0]}
+
+
+def _quantile_scaled(expr: pl.Expr, scale: ScaleState) -> pl.Expr:
+    """The knots around ``x`` (clipped to the first and last) are found by a sorted search; at a knot its
+    score, between two the line from ``after`` the lower to ``before`` the upper. The graph does the same
+    arithmetic."""
+    values = quantile_table(scale)
+    table = {key: pl.lit(pl.Series(column, dtype=pl.Float64)) for key, column in values.items()}
+    knots = table["knots"]
+    x = expr.clip(values["knots"][0], values["knots"][-1])
+    upper = knots.search_sorted(x, side="right").cast(pl.Int64).clip(1, len(values["knots"]) - 1)
+    lower = upper - 1
+    lo, hi = knots.gather(lower), knots.gather(upper)
+    start, end = table["after"].gather(lower), table["before"].gather(upper)
+    between = start + (x - lo) * (end - start) / (hi - lo)
+    return (
+        pl.when(x == lo)
+        .then(table["scores"].gather(lower))
+        .when(x == hi)
+        .then(table["scores"].gather(upper))
+        .otherwise(between)
+    )
 
 
 def _feature_exprs(state: AnyState) -> list[pl.Expr]:
