@@ -20,7 +20,7 @@ def errors_of(raw: dict) -> str:
 
 def test_literal_errors_name_the_key_and_the_allowed_values() -> None:
     message = errors_of({**BASE, "columns": {"age": {"type": "numeric", "scale": "zscore"}}})
-    assert "columns.age.scale: 'zscore' is not one of standard, minmax, none" in message
+    assert "columns.age.scale: 'zscore' is not one of standard, minmax, robust, quantile, none" in message
 
 
 def test_all_problems_are_reported_together() -> None:
