@@ -84,6 +84,21 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "model": {"arch": "mlp", "hidden": [256, 256, 256], "dropout": 0.1, "embedding": "periodic"},
         "train": NEW_TRAIN,
     },
+    "mlp-plr-d3": {
+        "model": {"arch": "mlp", "hidden": [256, 256, 256], "dropout": 0.3, "embedding": "periodic"},
+        "train": NEW_TRAIN,
+    },
+    "mlp-plr-wd": {
+        "model": {"arch": "mlp", "hidden": [256, 256, 256], "dropout": 0.1, "embedding": "periodic"},
+        "train": {**NEW_TRAIN, "weight_decay": 1.0e-2},
+    },
+    "init-minfreq4": {"categorical": {"min_frequency": 4}},
+    "init-quantile": {"numeric": {"scale": "quantile"}},
+    "init-robust": {"numeric": {"scale": "robust"}},
+    "init-qple": {"numeric": {"scale": "quantile", "encode": "ple"}},
+    "init-e60": {"train_update": {"epochs": 60}},
+    "init-lr3": {"train_update": {"lr": 3.0e-3}},
+    "init-w512": {"model_update": {"hidden": [512, 512, 512]}},
     "tabm-plr": {
         "model": {
             "arch": "tabm",
@@ -278,7 +293,11 @@ def run_leanml(
     raw["train"] = {**raw.get("train", {}), "seed": seed}
     if "model" in candidate:
         raw["model"], raw["train"] = candidate["model"], {**candidate["train"], "seed": seed}
+    raw["model"] = {**raw["model"], **candidate.get("model_update", {})}
+    raw["train"] = {**raw["train"], **candidate.get("train_update", {})}
     for spec in raw["columns"].values():
+        if "min_frequency" in spec:
+            spec.update(candidate.get("categorical", {}))
         if spec.get("type") == "numeric":
             spec.update(candidate.get("numeric", {}))
     config = parse_config(raw, base_dir=workdir)

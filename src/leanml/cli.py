@@ -34,6 +34,15 @@ StoreOption = Annotated[Path, typer.Option("--store", help="The model store fold
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=5 (repeatable).")
 ]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Run on a Ray cluster: auto, local (start one on this machine) or ray://HOST:PORT "
+        "(default: ray.address of the config; unset: no Ray).",
+    ),
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -129,6 +138,7 @@ def prepare(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the quality report.")] = False,
     overrides: SetOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Split, clean and transform the data; write the prepared splits, the state and the quality report."""
     from leanml.config import load_config
@@ -136,7 +146,15 @@ def prepare(
     from leanml.data.quality import render_report
 
     cfg = load_config(config, overrides)
-    result = run_prepare(cfg, out_dir=output, rejects=rejects, console=console)
+    if ray or cfg.ray.address:
+        from leanml.cluster.prepare import prepare_on_ray
+        from leanml.cluster.session import connect
+
+        if rejects is not None:
+            _fail("--rejects is not written on Ray yet: prepare without --ray to get it")
+        result = prepare_on_ray(cfg, connect(cfg, ray), out_dir=output, console=console)
+    else:
+        result = run_prepare(cfg, out_dir=output, rejects=rejects, console=console)
     if not quiet:
         render_report(result.report, console)
     console.print(f"[green]✓[/green] prepared data in {result.out_dir}")
@@ -154,12 +172,20 @@ def train(
         bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")
     ] = False,
     overrides: SetOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Train the model (preparing the data first when needed) and add it to the model store."""
     from leanml.config import load_config
     from leanml.training.stage import train_and_bundle
 
-    _print_outcome(train_and_bundle(load_config(config, overrides), resume=resume, console=console))
+    cfg = load_config(config, overrides)
+    if ray or cfg.ray.address:
+        from leanml.cluster.session import connect
+        from leanml.cluster.train import train_on_ray
+
+        _print_outcome(train_on_ray(cfg, connect(cfg, ray), resume=resume, console=console))
+        return
+    _print_outcome(train_and_bundle(cfg, resume=resume, console=console))
 
 
 @app.command()
@@ -193,15 +219,24 @@ def tune(
         bool, typer.Option(help="Continue the study in WORKDIR/NAME/tune/ without repeating trials.")
     ] = False,
     overrides: SetOption = None,
+    ray: RayOption = None,
 ) -> None:
-    """Search hyperparameters over tune.space; write the trial table, best.yaml and plots; bundle the best."""
+    """Search hyperparameters over tune.space; write the trial table, best.yaml and plots; bundle the best.
+
+    With --ray, trials run as Ray tasks (ray.num_workers at once) and the study lives in RAY_STORAGE/tune/."""
     from leanml.config import load_config
     from leanml.tuning import run_tune, tune_options
 
     cfg = tune_options(
         load_config(config, overrides), sampler=sampler, trials=trials, jobs=jobs, timeout_s=timeout
     )
-    result = run_tune(cfg, resume=resume, console=console)
+    if ray or cfg.ray.address:
+        from leanml.cluster.session import connect
+        from leanml.cluster.tune import tune_on_ray
+
+        result = tune_on_ray(cfg, connect(cfg, ray), resume=resume, console=console)
+    else:
+        result = run_tune(cfg, resume=resume, console=console)
     rows = {f"trial {result.best.number} (validation)": result.best.validation}
     if result.bundle is not None:
         rows[f"bundle {result.bundle.version} (validation)"] = result.bundle_validation
@@ -292,14 +327,28 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help=".parquet, .csv or .jsonl")],
     keep: Annotated[str, typer.Option(help="Comma-separated input columns to copy to the output.")] = "",
     runtime: Annotated[str, typer.Option(help="onnx or torch.")] = "onnx",
+    ray: RayOption = None,
 ) -> None:
-    """Predict every row of DATA, streaming, with the bundle's preprocessing; rows keep their __row_id."""
+    """Predict every row of DATA, streaming, with the bundle's preprocessing; rows keep their __row_id.
+
+    With --ray, OUTPUT is a folder of shards (part-00000.parquet …, or .csv when OUTPUT ends in .csv)."""
     import leanml
     from leanml.bundle.predict import known_rows, predict_file
     from leanml.progress import RowProgress
 
     bundle = leanml.load(model, runtime=runtime)
     columns = [c.strip() for c in keep.split(",") if c.strip()]
+    if ray:
+        from leanml.cluster.predict import predict_on_ray
+        from leanml.cluster.session import connect
+
+        cluster = connect(None, ray, storage=output.absolute().parent / ".ray")
+        shards = predict_on_ray(bundle.path, data, output, cluster, keep=columns)
+        console.print(
+            f"[green]✓[/green] {shards.rows:,} predictions ({shards.rejected:,} rejected) from "
+            f"{bundle.name} {bundle.version} in {shards.shards} shards in {shards.output}"
+        )
+        return
     with RowProgress(console, "predicting", known_rows(data)) as progress:
         summary = predict_file(bundle, data, output, keep=columns, on_rows=progress.advance)
     console.print(
@@ -322,6 +371,12 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per model call.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="Longest wait to fill a batch.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime threads per model.")] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log", help="Log every request (default: serve.access_log, off)."
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: KServe V1, Open Inference Protocol V2, /metrics; hot reload on promote.
 
@@ -339,6 +394,7 @@ def serve(
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
         "threads": threads,
+        "access_log": access_log,
     }
     try:
         settings = ServeConfig.model_validate(
@@ -509,6 +565,26 @@ def export_triton(
 
     folder = write_repository(resolve_reference(model).path, output, name, max_batch_size)
     console.print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx")
+
+
+@export_app.command("mlflow")
+@friendly_errors
+def export_mlflow(
+    model: Annotated[str, typer.Argument(help="Bundle folder, STORE/NAME or STORE/NAME@VERSION.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The MLflow model folder (replaced).")],
+) -> None:
+    """Write an MLflow model (pyfunc flavor) that loads the bundle through leanml: no pickle.
+
+    Needs the mlflow extra: pip install 'leanml[mlflow]'.
+    """
+    from leanml.bundle import resolve_reference
+
+    try:
+        from leanml.bundle.mlflow_model import export_mlflow as write_model
+    except ImportError:
+        raise LeanMLError("export mlflow: MLflow is not installed; pip install 'leanml[mlflow]'") from None
+    folder = write_model(resolve_reference(model).path, output)
+    console.print(f"wrote the MLflow model {folder} (load it with mlflow.pyfunc.load_model)")
 
 
 def main_entry() -> None:

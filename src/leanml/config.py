@@ -3,7 +3,7 @@
 The models below are the contract of the ``leanml.yaml`` file (documented in ``docs/config.md``).
 Loading validates everything before any work starts and turns pydantic's errors into one line per problem
 that names the key path and what is allowed, e.g.
-``columns.age.scale: 'zscore' is not one of standard, minmax, none``.
+``columns.age.scale: 'zscore' is not one of standard, minmax, robust, quantile, none``.
 
 Relative paths in the file (``data.train``, ``data.rejects``, ``workdir``, ``store``) are resolved
 against the folder that holds the config file, so a config can be run from anywhere.
@@ -141,6 +141,11 @@ class NumericColumn(StrictModel):
     scale: Literal["standard", "minmax", "robust", "quantile", "none"] = "standard"
     """``robust``: centred on the median, divided by the IQR, then softly clipped to about ±3;
     ``quantile``: mapped through the fitted quantiles to a standard normal (see docs/config.md)."""
+    encode: Literal["none", "ple"] = "none"
+    """``ple``: piecewise-linear encoding over ``bins`` quantile bins (Gorishniy et al., 2022), beside the
+    scaled value: features ``NAME__ple0`` … ``NAME__ple{bins-1}`` (fewer where quantiles tie)."""
+    bins: int = Field(16, ge=2, le=256)
+    """Bins of ``encode: ple`` (ignored otherwise, so a dumped config reads back)."""
     outliers: OutlierConfig | None = None
     thousands: Literal[",", ".", " ", "'", "_", "\u00a0", "\u202f"] | None = None
     """Thousands separator of numbers written as text (``1,234``); digits must be grouped by three."""
@@ -191,7 +196,7 @@ class DatetimeColumn(StrictModel):
     epoch: bool = True
     impute: Literal["mean", "median", "most_frequent"] = "median"
     missing_indicator: bool = False
-    scale: Literal["standard", "minmax", "none"] = "standard"
+    scale: Literal["standard", "minmax", "robust", "quantile", "none"] = "standard"
 
     @model_validator(mode="after")
     def _has_an_output(self) -> DatetimeColumn:
@@ -446,6 +451,23 @@ class DistillConfig(StrictModel):
     batch_size: int = Field(512, ge=2)
     max_students: int = Field(4, ge=1)
     """Students trained at most while searching the ladder for the smallest one inside the budget."""
+    embedding: Literal["auto", "keep", "none"] = "auto"
+    """Whether students embed numeric inputs as the teacher does: ``auto``: plain MLPs first, embedded
+    students only when none of them keeps the budget; ``keep``: always; ``none``: never."""
+    synthetic: Literal["munge", "mixup", "none"] = "munge"
+    """Extra rows made around the training rows and labelled by the teacher (``leanml.shrinking.synth``):
+    ``munge`` (Bucilă et al., 2006), ``mixup`` (convex combinations), or ``none``."""
+    synthetic_factor: int = Field(4, ge=1)
+    """Synthetic rows per training row, fewer to stay within ``synthetic_max_rows`` and the memory budget."""
+    synthetic_max_rows: int = Field(40_000, ge=0)
+    """Synthetic rows in all at most (none for a larger training split): measured, they help a student
+    learn from a few thousand rows and hurt it on tens of thousands (bench/shrink.py)."""
+    munge_p: float = Field(0.5, gt=0.0, le=1.0)
+    """MUNGE: probability that a column takes the nearest neighbour's value."""
+    munge_s: float = Field(1.0, gt=0.0)
+    """MUNGE: a swapped numeric value is drawn around the neighbour's with sd ``|a − b| / munge_s``."""
+    mixup_alpha: float = Field(0.4, gt=0.0)
+    """mixup: the weight of a row is drawn from ``Beta(mixup_alpha, mixup_alpha)``."""
 
 
 class PruneConfig(StrictModel):
@@ -547,6 +569,44 @@ class ServeConfig(StrictModel):
     """ONNX Runtime intra-op threads per model (default: ONNX Runtime's choice)."""
     reload_interval_s: float = Field(1.0, gt=0.0)
     """How often the store's aliases are checked for promote/rollback."""
+    access_log: bool = False
+    """One log record per request (uvicorn's access log, in the ``--log-format``); off by default because
+    it costs time on every request."""
+
+
+class TrackingConfig(StrictModel):
+    """Experiment tracking of the ``train``, ``tune`` and ``shrink`` runs in MLflow (``leanml[mlflow]``)."""
+
+    mlflow: bool | str = False
+    """``false``: no tracking, and nothing imports MLflow; ``true``: a local store in
+    ``WORKDIR/NAME/mlruns/`` (``mlflow.db`` and ``artifacts/``); a string: an MLflow tracking URI
+    (``http://HOST:5000``, ``sqlite:///PATH/mlflow.db``, ``databricks``)."""
+    experiment: str | None = None
+    """The MLflow experiment the runs go to (default: the config's ``name``)."""
+
+    @field_validator("mlflow")
+    @classmethod
+    def _uri_not_empty(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected true, false or a tracking URI, got an empty string")
+        return value
+
+
+class RayConfig(StrictModel):
+    """Where and how wide the stages run on a Ray cluster (``--ray ADDRESS`` or ``ray.address``)."""
+
+    address: str | None = None
+    """``auto`` (the running cluster), ``local`` (an in-process cluster sized to this machine) or
+    ``ray://HOST:PORT``; unset: nothing imports Ray and every stage runs in this process."""
+    num_workers: int = Field(2, ge=1)
+    """Ray Train workers (one DDP process each), and concurrent tuning trials."""
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs reserved for each worker, trial or data task."""
+    storage: str | None = None
+    """Checkpoints, study storage and shards: a folder every node reaches (NFS, or ``s3://``/``gs://`` for
+    checkpoints); default ``WORKDIR/NAME/ray``, fine on one node."""
+    max_failures: int = Field(3, ge=0)
+    """Worker losses a training run survives, each time resuming from its last checkpoint."""
 
 
 class Config(StrictModel):
@@ -562,6 +622,8 @@ class Config(StrictModel):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     shrink: ShrinkConfig = Field(default_factory=ShrinkConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     workdir: str = "runs"
     """Stage outputs go to ``WORKDIR/NAME/STAGE``."""
     store: str = "models"

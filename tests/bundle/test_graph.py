@@ -148,6 +148,8 @@ def numeric_spec(draw: st.DrawFn) -> dict[str, Any]:
         "invalid": draw(st.sampled_from(["null", "reject"])),
     }
     if draw(st.booleans()):
+        spec["encode"], spec["bins"] = "ple", draw(st.sampled_from([2, 3, 8, 64]))
+    if draw(st.booleans()):
         method = draw(st.sampled_from(["range", "iqr", "zscore"]))
         rule: dict[str, Any] = {
             "method": method,
@@ -183,7 +185,7 @@ def datetime_spec(draw: st.DrawFn) -> dict[str, Any]:
         "epoch": True if not parts else draw(st.booleans()),
         "impute": draw(st.sampled_from(["mean", "median", "most_frequent"])),
         "missing_indicator": draw(st.booleans()),
-        "scale": draw(st.sampled_from(["standard", "minmax", "none"])),
+        "scale": draw(st.sampled_from(["standard", "minmax", "robust", "quantile", "none"])),
         "invalid": draw(st.sampled_from(["null", "reject"])),
     }
 
@@ -202,6 +204,10 @@ def training_frame(draw: st.DrawFn, spec: dict[str, Any], text_dates: set[str]) 
             values = rng.standard_normal(TRAIN_ROWS) * draw(st.sampled_from([0.5, 1.0, 1e3]))
             if draw(st.booleans()):  # few distinct values: tied quantiles, a zero IQR, even a constant
                 values = np.round(values / draw(st.sampled_from([1.0, 4.0, 1e9])))
+            if draw(st.booleans()):  # extremes: ±inf and 1e300 (invalid, so imputed), huge valid ones
+                values[:4] = draw(
+                    st.sampled_from([[np.inf, -np.inf, 1e300, 0.5], [3.4e38, -3.4e38, 1e30, 1e-300]])
+                )
             values = values.tolist()
             data[name] = pl.Series(name, _with_nulls(draw, values), dtype=pl.Float64)
         elif column["type"] == "categorical":
@@ -304,6 +310,40 @@ def test_calendar_parts_match_polars_from_year_1_to_9999() -> None:
     )
     frame = pl.DataFrame({"t": pl.Series(micros.tolist(), dtype=pl.Int64).cast(pl.Datetime("us"))})
     assert_same_as_polars(frame, state)
+
+
+def test_network_scalings_and_ple_on_degenerate_columns() -> None:
+    """Constant, two-valued, mostly-constant and huge-valued columns under robust / quantile / PLE (zero
+    IQR, one knot, one bin): every feature finite, and the graph equal to Polars on every edge value."""
+    rng = np.random.default_rng(2)
+    train = pl.DataFrame(
+        {
+            "constant": np.full(60, 5.0),
+            "binary": np.r_[np.zeros(50), np.ones(10)],
+            "spiky": np.r_[np.zeros(45), rng.normal(0.0, 1.0, 15)],
+            "huge": np.r_[rng.normal(0.0, 1e37, 58), 3.4e38, -3.4e38],
+            "t": pl.Series((EPOCH_2000 + rng.integers(0, YEAR_US, 60)).tolist()).cast(pl.Datetime("us")),
+        }
+    )
+    spec: dict[str, Any] = {
+        name: {"type": "numeric", "scale": scale, "encode": "ple", "bins": 8, "missing_indicator": True}
+        for name, scale in [
+            ("constant", "robust"),
+            ("binary", "quantile"),
+            ("spiky", "robust"),
+            ("huge", "quantile"),
+        ]
+    }
+    spec["t"] = {"type": "datetime", "parts": ["hour", "year"], "scale": "quantile"}
+    state = fit(train, spec)
+    edges = {c.name: c.ple_edges for c in state.columns if isinstance(c, NumericState)}
+    assert len(edges["constant"]) == 2 and len(edges["binary"]) == 2 and len(edges["huge"]) == 9
+    values = [*NUMERIC_EDGES, 5.0, 1.0, -1.0, 1e37] * 3
+    days = pl.Series([EPOCH_2000 + i * 86_400_000_000 for i in range(len(values))]).cast(pl.Datetime("us"))
+    frame = pl.DataFrame({name: pl.Series(values, dtype=pl.Float64) for name in edges} | {"t": days})
+    assert_same_as_polars(frame, state)
+    features = feature_matrix(transform(frame, state, mode="serve"), state)
+    assert np.all(np.isfinite(features))  # unusable values are imputed; no bin or scale divides by zero
 
 
 def test_text_numbers_json_columns_and_absent_columns() -> None:

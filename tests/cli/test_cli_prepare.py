@@ -35,7 +35,8 @@ def test_bad_config_is_one_clear_message(tmp_path: Path) -> None:
     )
     result = runner.invoke(app, ["prepare", str(config)])
     assert result.exit_code == 2
-    assert "columns.age.scale: 'zscore' is not one of standard, minmax, robust, quantile, none" in result.output
+    expected = "columns.age.scale: 'zscore' is not one of standard, minmax, robust, quantile, none"
+    assert expected in result.output
     assert "Traceback" not in result.output
 
 

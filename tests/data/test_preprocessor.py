@@ -346,3 +346,25 @@ def test_datetime_format_is_inferred_once_and_kept_in_the_state() -> None:
     served = transform(pl.DataFrame({"t": ["2024-03-03 17:00:00", "2024-03-03T17:00:00Z"]}), state)
     assert served["t__hour"][0] == 17.0
     assert served["t__hour"][1] == 20.0  # another format is invalid: imputed with the median time, 20:45
+
+
+def test_a_given_collect_runs_every_query_round() -> None:
+    """The ``collect`` hook (the cluster's analyze) sees each round of queries and its answers are used."""
+    frame = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 100.0], "c": ["a", "b", "a", None, "a"]})
+    spec = {
+        "x": {
+            "type": "numeric",
+            "outliers": {"method": "iqr", "k": 1.5, "action": "clip"},
+            "impute": "median",
+        },
+        "c": {"type": "categorical"},
+    }
+    rounds: list[int] = []
+
+    def collect(queries: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+        rounds.append(len(queries))
+        return [q.collect() for q in queries]
+
+    hooked = fit_preprocessor(frame.lazy(), columns(spec), TARGET, NULLS, collect=collect)
+    assert rounds == [1, 3]  # outlier bounds (x's counts), then moments + x's and c's counts
+    assert hooked == fit(frame, spec)

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from rich.console import Console
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from leanml.config import parse_config
+from leanml.data.prepared import PreparedData
 from leanml.data.state import PreprocessState
 from leanml.errors import ConfigError
 from leanml.models import load_model
 from leanml.training import TrainingError, predict, train_model
 from leanml.training import checkpoint as checkpoint_module
 from leanml.training import loop as loop_module
-from leanml.training.batching import ParquetBatches, load_split
+from leanml.training.batching import ParquetBatches, load_split, target_moments
+from leanml.training.loop import DataParallel
 
 if TYPE_CHECKING:
     from .conftest import Prepared
@@ -289,3 +293,28 @@ def test_a_diverging_loss_is_reported(diabetes: Prepared, tmp_path: Path) -> Non
     )
     with pytest.raises(TrainingError, match=r"lower train\.lr"):
         train_model(config, diabetes.dir, tmp_path, plots=False)
+
+
+def test_a_data_parallel_replica_uses_the_whole_splits_statistics(diabetes: Prepared, tmp_path: Path) -> None:
+    """``parallel`` (one Ray Train worker): gradients go through its hook before every step, and the
+    target scaling and the run's identity come from the whole data, not from the replica's shard."""
+    whole = PreparedData(diabetes.dir)
+    shard = PreparedData(tmp_path / "shard")
+    shard.folder.mkdir()
+    shutil.copy(whole.state_path, shard.state_path)
+    pl.scan_parquet(whole.split("train")).head(100).sink_parquet(shard.split("train"))
+    for split in ("validation", "test"):
+        shutil.copy(whole.split(split), shard.split(split))
+    calls: list[int] = []
+    parallel = DataParallel(whole=whole, average_gradients=lambda model: calls.append(1))
+    train = {"optimizer": "adamw", "batch_size": 50, "epochs": 2}
+    config = diabetes.config(model={"arch": "linear"}, train=train)
+    result = train_model(config, shard, tmp_path / "out", plots=False, parallel=parallel)
+
+    assert len(calls) == 2 * 2  # 100 rows in batches of 50, two epochs
+    mean, std = target_moments(whole.split("train"))
+    assert float(result.model.state_dict()["target_scale"][0]) == pytest.approx(std)
+    assert float(result.model.state_dict()["target_shift"][0]) == pytest.approx(mean)
+    saved = checkpoint_module.load_checkpoint(tmp_path / "out" / loop_module.CHECKPOINT_PATH)
+    assert saved is not None
+    assert saved.state["run"]["data"] == loop_module._run_identity(config, whole, result.spec)["data"]

@@ -123,3 +123,18 @@ def test_numeric_features_skip_one_hots_and_missing_flags(tmp_path: Path) -> Non
     names = state.feature_names
     chosen = [names[i] for i in numeric_features(state)]
     assert chosen == ["size", "when__epoch", "when__hour", "when__dayofweek"], names
+
+
+def test_periodic_embeddings_leave_the_ple_bins_as_they_are(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"size": [float(i % 17) for i in range(60)], "y": [0, 1] * 30})
+    frame.write_parquet(tmp_path / "data.parquet")
+    raw = {
+        "name": "t",
+        "data": {"train": str(tmp_path / "data.parquet")},
+        "target": "y",
+        "columns": {"size": {"type": "numeric", "encode": "ple", "bins": 4, "missing_indicator": True}},
+    }
+    prepare(parse_config(raw), out_dir=tmp_path / "prepared")
+    state = PreprocessState.load(tmp_path / "prepared" / "preprocess.json")
+    assert state.feature_names[:2] == ["size", "size__ple0"]
+    assert [state.feature_names[i] for i in numeric_features(state)] == ["size"]

@@ -48,7 +48,7 @@ from leanml.data.state import (
     PreprocessState,
     ScaleState,
 )
-from leanml.data.transform import quantile_table
+from leanml.data.transform import PleBin, ple_bins, quantile_table
 from leanml.errors import DataError
 
 MISSING_STRING = ""
@@ -206,7 +206,8 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
 
     Mirrors ``convert.to_number`` (NaN missing; ±inf and beyond float32 invalid, hence null), then
     ``_outlier_exprs`` and ``_feature_exprs``: flagged = below lower or above upper (never for null),
-    clip / null by the serving action, fill the nulls, ``(x - offset) / divisor``.
+    clip / null by the serving action, fill the nulls, scale; the piecewise-linear encodings of the filled
+    values beside.
     """
     names = [c.name for c in columns]
     x = g.concat(names)
@@ -249,7 +250,32 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
         _Block(scaled, [("numeric", name) for name in names]),
         _Block(g.op("Cast", null, to=TensorProto.DOUBLE), [("missing", name) for name in names]),
     ]
+    if any(c.ple_edges for c in columns):
+        blocks.append(_piecewise_linear(g, filled, columns))
     return blocks, checks
+
+
+def _piecewise_linear(g: _Builder, filled: str, columns: list[NumericState]) -> _Block:
+    """Every bin of every ``encode: ple`` column of the imputed ``[N, M]`` block, as
+    :func:`~leanml.data.transform.ple_bins` defines them: ``clip((x - start) / width, low, high)``."""
+    indices: list[int] = []
+    keys: list[Key] = []
+    bins: list[PleBin] = []
+    for m, column in enumerate(columns):
+        for t, piece in enumerate(ple_bins(column.ple_edges)):
+            indices.append(m)
+            keys.append(("ple", column.name, t))
+            bins.append(piece)
+    x = g.gather_columns(filled, indices)
+    share = g.op(
+        "Div",
+        g.op("Sub", x, g.row([b.start for b in bins], np.float64, "ple_start")),
+        g.row([b.width for b in bins], np.float64, "ple_width"),
+    )
+    low = g.row([b.low for b in bins], np.float64, "ple_low")
+    return _Block(
+        g.op("Min", g.op("Max", share, low), g.row([b.high for b in bins], np.float64, "ple_high")), keys
+    )
 
 
 def _scale(g: _Builder, block: str, scales: Sequence[ScaleState]) -> str:
@@ -558,6 +584,7 @@ def _feature_keys(state: PreprocessState) -> list[Key]:
     for column in state.columns:
         if isinstance(column, NumericState):
             keys.append(("numeric", column.name))
+            keys += [("ple", column.name, t) for t in range(len(column.ple_edges) - 1)]
         elif isinstance(column, CategoricalState):
             keys += [("category", column.name, i) for i in range(len(column.categories))]
             if column.infrequent:

@@ -8,7 +8,8 @@ statistics are computed on exactly the values ``transform`` will see.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from statistics import NormalDist
 
 import numpy as np
@@ -41,25 +42,37 @@ from leanml.data.transform import (
 )
 from leanml.errors import DataError
 
+Collect = Callable[[list[pl.LazyFrame]], list[pl.DataFrame]]
+"""Runs one round of analyze queries and returns their results, in order."""
+
 
 def fit_preprocessor(
-    frame: Frame, columns: Mapping[str, ColumnSpec], target: TargetState, null_values: Sequence[str]
+    frame: Frame,
+    columns: Mapping[str, ColumnSpec],
+    target: TargetState,
+    null_values: Sequence[str],
+    collect: Collect | None = None,
 ) -> PreprocessState:
     """Analyze the training rows: compute and freeze every statistic ``transform`` needs.
 
     ``frame`` holds training rows only (the split happens before this). Raises :class:`DataError` when a
     configured column is absent, or has no usable value in the training rows.
+
+    ``collect``, when given, runs each round of queries (at most two: outlier bounds, then statistics)
+    instead of running them here; the cluster's analyze answers them with results merged from the
+    pieces of a sharded input (:mod:`leanml.cluster.prepare`).
     """
+    run = collect or partial(_collect, in_memory=isinstance(frame, pl.DataFrame))
     lazy = frame.lazy()
     schema = lazy.collect_schema()
     check_columns(schema, columns, None)
     nulls = list(null_values)
     active = {name: spec for name, spec in columns.items() if spec.type != "ignore"}
-    active = _with_datetime_formats(lazy, schema, active, nulls)
+    active = with_datetime_formats(lazy, schema, active, nulls)
     stage1 = lazy.with_columns(
         [expr for name, spec in active.items() for expr in convert_exprs(name, spec, schema[name], nulls)]
     )
-    outliers = _fit_outliers(stage1, active, in_memory=isinstance(frame, pl.DataFrame))
+    outliers = _fit_outliers(stage1, active, run)
 
     stage2_exprs: list[pl.Expr] = []
     for name, spec in active.items():
@@ -84,24 +97,26 @@ def fit_preprocessor(
         kept = kept.filter(~pl.any_horizontal(drop_reasons))
 
     aggregates: list[pl.Expr] = [pl.len().alias("__rows")]
-    counted: list[str] = []
+    counted: dict[str, str] = {}  # what is counted (a column, or "COLUMN|PART") → its column in ``kept``
     for name, spec in active.items():
         if isinstance(spec, CategoricalColumn):
-            counted.append(name)
+            counted[name] = handled_column(name)
             continue
         aggregates += moment_exprs(handled_column(name), f"{name}|")
-        if spec.impute in ("median", "most_frequent") or spec.scale in QUANTILE_SCALES:
-            counted.append(name)
+        if _needs_counts(spec):
+            counted[name] = handled_column(name)
         if isinstance(spec, DatetimeColumn):
             for part in spec.parts:
                 aggregates += moment_exprs(part_column(name, part), f"{name}|{part}|")
-    queries = [kept.select(aggregates)] + [value_counts_query(kept, handled_column(n)) for n in counted]
-    results = _collect(queries, in_memory=isinstance(frame, pl.DataFrame))
+                if spec.scale in QUANTILE_SCALES:
+                    counted[f"{name}|{part}"] = part_column(name, part)
+    queries = [kept.select(aggregates)] + [value_counts_query(kept, c) for c in counted.values()]
+    results = run(queries)
     row = results[0].row(0, named=True)
     rows = int(row["__rows"])
     if rows == 0:
         raise DataError("no training rows are left to fit on (after splitting and cleaning)")
-    counts = {name: ValueCounts.from_frame(res) for name, res in zip(counted, results[1:], strict=True)}
+    counts = {key: ValueCounts.from_frame(res) for key, res in zip(counted, results[1:], strict=True)}
 
     states: list[AnyState] = []
     for name, spec in active.items():
@@ -114,11 +129,12 @@ def fit_preprocessor(
         elif isinstance(spec, CategoricalColumn):
             states.append(_categorical_state(name, spec, rows, counts[name]))
         else:
-            part_moments = {p: moments_from_row(row, f"{name}|{p}|") for p in spec.parts}
+            parts = {
+                part: (moments_from_row(row, f"{name}|{part}|"), counts.get(f"{name}|{part}"))
+                for part in spec.parts
+            }
             states.append(
-                _datetime_state(
-                    name, spec, rows, moments_from_row(row, f"{name}|"), counts.get(name), part_moments
-                )
+                _datetime_state(name, spec, rows, moments_from_row(row, f"{name}|"), counts.get(name), parts)
             )
     ignored = [name for name, spec in columns.items() if spec.type == "ignore"]
     return PreprocessState(
@@ -127,7 +143,7 @@ def fit_preprocessor(
 
 
 def _fit_outliers(
-    frame: pl.LazyFrame, active: Mapping[str, ColumnSpec], in_memory: bool
+    frame: pl.LazyFrame, active: Mapping[str, ColumnSpec], collect: Collect
 ) -> dict[str, OutlierState]:
     rules = {n: s.outliers for n, s in active.items() if isinstance(s, NumericColumn) and s.outliers}
     if not rules:
@@ -138,7 +154,7 @@ def _fit_outliers(
     if zscore:
         queries.append(frame.select([e for n in zscore for e in moment_exprs(value_column(n), f"{n}|")]))
     queries += [value_counts_query(frame, value_column(n)) for n in iqr]
-    results = _collect(queries, in_memory)
+    results = list(collect(queries))  # a copy: results are popped below
     moments_row = results.pop(0).row(0, named=True) if zscore else {}
     quartiles = dict(zip(iqr, results, strict=True))
 
@@ -163,7 +179,7 @@ def _fit_outliers(
 FORMAT_SAMPLE_ROWS = 20_000
 
 
-def _with_datetime_formats(
+def with_datetime_formats(
     frame: pl.LazyFrame, schema: pl.Schema, active: dict[str, ColumnSpec], nulls: list[str]
 ) -> dict[str, ColumnSpec]:
     """Datetime specs of text columns get the formats inferred from values sampled across the training
@@ -211,6 +227,25 @@ NORMAL_BOUND = 1e-7
 """Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the normal quantile, as scikit-learn does."""
 
 
+def _needs_counts(spec: NumericColumn | DatetimeColumn) -> bool:
+    """Whether a column's statistics need its exact value counts (quantiles), not only its moments."""
+    quantiles = spec.scale in QUANTILE_SCALES and (isinstance(spec, NumericColumn) or spec.epoch)
+    ple = isinstance(spec, NumericColumn) and spec.encode == "ple"
+    return spec.impute in ("median", "most_frequent") or quantiles or ple
+
+
+def ple_edges(counts: ValueCounts, bins: int) -> list[float]:
+    """Bin edges of a piecewise-linear encoding (Gorishniy et al., NeurIPS 2022, "On Embeddings for
+    Numerical Features in Tabular Deep Learning"): the distinct quantiles at ``bins + 1`` evenly spaced
+    probabilities, as their reference code computes them (``torch.quantile(x, linspace(0, 1, bins +
+    1)).unique()``), so tied quantiles give fewer bins. A constant column ``c`` gets the one bin
+    ``[c, c + max(1, |c|)]`` (its feature is then ``x - c`` over that width, 0 on the training values)."""
+    edges = np.unique(counts.quantiles(np.linspace(0.0, 1.0, bins + 1)))
+    if len(edges) < 2:
+        return [float(edges[0]), float(edges[0] + max(1.0, abs(edges[0])))]
+    return edges.tolist()
+
+
 def _fit_scale(method: str, moments: Moments, counts: ValueCounts | None = None) -> ScaleState:
     eps = 10 * np.finfo(float).eps
     if method == "robust":
@@ -245,7 +280,7 @@ def quantile_map(counts: ValueCounts, n: int) -> dict[str, list[float]]:
     lower knot to the first sharing the upper one. Probabilities are clipped to :data:`NORMAL_BOUND`
     before the normal quantile; the interpolation is linear in the score, not in the probability."""
     probabilities = np.linspace(0.0, 1.0, n)
-    quantiles = [counts.quantile(float(p)) for p in probabilities]
+    quantiles = counts.quantiles(probabilities).tolist()
     knots: list[float] = []
     groups: list[list[float]] = []
     for value, p in zip(quantiles, probabilities, strict=True):
@@ -293,15 +328,18 @@ def _numeric_state(
 ) -> NumericState:
     fill = _numeric_fill(name, spec.impute, moments, counts, spec.fill_value)
     imputed = moments.with_constant(fill, rows - moments.count)
-    imputed_counts = counts
-    if counts is not None and rows > counts.total:
-        imputed_counts = counts.merge(ValueCounts([fill], [rows - counts.total]))
+    imputed_counts = counts.with_constant(fill, rows - counts.total) if counts is not None else None
+    edges: list[float] = []
+    if spec.encode == "ple":
+        assert imputed_counts is not None
+        edges = ple_edges(imputed_counts, spec.bins)
     return NumericState(
         name=name,
         impute=spec.impute,
         fill=fill,
         indicator=spec.missing_indicator,
         scale=_fit_scale(spec.scale, imputed, imputed_counts),
+        ple_edges=edges,
         outliers=outliers,
         observed_min=imputed.min,
         observed_max=imputed.max,
@@ -319,7 +357,7 @@ def _categorical_state(
         fill = str(counts.mode())
     else:
         fill = spec.fill_value
-    imputed = counts.merge(ValueCounts([fill], [rows - counts.total])) if rows > counts.total else counts
+    imputed = counts.with_constant(fill, rows - counts.total)
     threshold = 0.0
     if spec.min_frequency is not None:
         threshold = spec.min_frequency if isinstance(spec.min_frequency, int) else spec.min_frequency * rows
@@ -345,20 +383,21 @@ def _datetime_state(
     rows: int,
     moments: Moments,
     counts: ValueCounts | None,
-    part_moments: Mapping[str, Moments],
+    parts: Mapping[str, tuple[Moments, ValueCounts | None]],
 ) -> DatetimeState:
     fill = _numeric_fill(name, spec.impute, moments, counts, None)
     missing = rows - moments.count
     outputs = []
     if spec.epoch:
-        outputs.append(
-            DatetimeOutput(part="epoch", scale=_fit_scale(spec.scale, moments.with_constant(fill, missing)))
-        )
+        epoch_counts = counts.with_constant(fill, missing) if counts is not None else None
+        scale = _fit_scale(spec.scale, moments.with_constant(fill, missing), epoch_counts)
+        outputs.append(DatetimeOutput(part="epoch", scale=scale))
     moment = convert.from_epoch_seconds(pl.lit(fill, dtype=pl.Float64))
-    for part in spec.parts:
+    for part, (part_moments, part_counts) in parts.items():
         fill_part = float(pl.select(convert.datetime_part(moment, part)).item())
-        imputed = part_moments[part].with_constant(fill_part, missing)
-        outputs.append(DatetimeOutput(part=part, scale=_fit_scale(spec.scale, imputed)))
+        imputed_counts = part_counts.with_constant(fill_part, missing) if part_counts is not None else None
+        imputed = part_moments.with_constant(fill_part, missing)
+        outputs.append(DatetimeOutput(part=part, scale=_fit_scale(spec.scale, imputed, imputed_counts)))
     imputed_epoch = moments.with_constant(fill, missing)
     # Typed (Parquet) datetimes name no formats: text sent for them is read with convert.ISO_FORMATS.
     formats = list(spec.formats or ([spec.format] if spec.format else []))

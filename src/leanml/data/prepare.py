@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,32 +115,61 @@ def prepare(
             check_invalid_shares(labeled, schema, active, nulls, config.data.max_invalid)
             raise
 
-    with steps.step("Transforming and writing the splits"):
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_ensure_parent(out)))
-        try:
-            counts = _write_outputs(labeled, state, schema.names(), staging, rejects_path)
-            counts["duplicates"] = _count_duplicates(labeled, config, counts)
-            columns = {c.name: c for c in state.columns}
-            check_invalid_shares(labeled, schema, columns, nulls, config.data.max_invalid, counts)
-            report = build_report(
-                config=config,
-                state=state,
-                counts=counts,
-                sources=paths,
-                fingerprint=fingerprint(paths),
-                split_method=plan.method,
-                unlisted=unlisted,
-            )
-            staged = PreparedData(staging)
-            state.save(staged.state_path)
-            write_json(staged.quality_path, report)
-            _swap_in(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with steps.step("Transforming and writing the splits"), staging_folder(out) as staging:
+        counts = _write_outputs(labeled, state, schema.names(), staging, rejects_path)
+        counts["duplicates"] = _count_duplicates(labeled, config, counts)
+        report = publish_prepared(
+            staging, out, config, state, counts, labeled, schema, paths, plan.method, unlisted
+        )
     with steps.step("Writing the report"):
         write_prepare_report(PreparedData(out), report, state)
     return PrepareResult(out_dir=out, state=state, report=report, rejects_path=rejects_path)
+
+
+@contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A new folder beside ``out`` to write the outputs into (then :func:`publish_prepared`); removed
+    when anything fails, so ``out`` keeps its last complete outputs."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_ensure_parent(out)))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def publish_prepared(
+    staging: Path,
+    out: Path,
+    config: Config,
+    state: PreprocessState,
+    counts: dict[str, Any],
+    labeled: pl.LazyFrame,
+    schema: pl.Schema,
+    sources: list[str],
+    split_method: str,
+    unlisted: list[str],
+) -> dict[str, Any]:
+    """The last steps of prepare, once the splits are written into ``staging``: check the shares of
+    invalid values (``labeled``: the source's labeled rows), build the quality report, save the state and
+    the report beside the splits, and swap ``staging`` in for ``out``. Returns the report."""
+    columns = {c.name: c for c in state.columns}
+    nulls = list(config.data.null_values)
+    check_invalid_shares(labeled, schema, columns, nulls, config.data.max_invalid, counts)
+    report = build_report(
+        config=config,
+        state=state,
+        counts=counts,
+        sources=sources,
+        fingerprint=fingerprint(sources),
+        split_method=split_method,
+        unlisted=unlisted,
+    )
+    staged = PreparedData(staging)
+    state.save(staged.state_path)
+    write_json(staged.quality_path, report)
+    _swap_in(staging, out)
+    return report
 
 
 def _ensure_parent(path: Path) -> Path:

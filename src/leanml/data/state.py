@@ -60,6 +60,10 @@ class NumericState(_Frozen):
     fill: float
     indicator: bool
     scale: ScaleState
+    ple_edges: list[float] = Field(default_factory=list)
+    """Bin edges of the piecewise-linear encoding (``encode: ple``), strictly increasing; empty: none. The
+    features ``NAME__ple{t}`` (one per bin, beside the scaled value) are given by
+    :func:`leanml.data.transform.ple_bins`."""
     outliers: OutlierState | None = None
     observed_min: float
     observed_max: float
@@ -181,7 +185,7 @@ def feature_names(column: NumericState | CategoricalState | DatetimeState) -> li
     """The output feature names of one input column."""
     name = column.name
     if isinstance(column, NumericState):
-        names = [name]
+        names = [name, *(f"{name}__ple{t}" for t in range(len(column.ple_edges) - 1))]
     elif isinstance(column, CategoricalState):
         names = [f"{name}={c}" for c in column.categories]
         if column.infrequent:

@@ -10,6 +10,7 @@ linearly interpolated quantiles, the smallest of tied modes).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,11 @@ class ValueCounts:
         keys = sorted(merged)
         return ValueCounts(keys, [merged[k] for k in keys])
 
+    def with_constant(self, value: Any, times: int) -> ValueCounts:
+        """Counts after ``times`` copies of ``value`` are added (imputed nulls), as
+        :meth:`Moments.with_constant`."""
+        return self.merge(ValueCounts([value], [times])) if times > 0 else self
+
     def mode(self) -> Any:
         """The most frequent value; among ties the smallest, as scikit-learn's SimpleImputer picks."""
         if not self.values:
@@ -122,14 +128,20 @@ class ValueCounts:
 
     def quantile(self, q: float) -> float:
         """Exact quantile with linear interpolation (numpy's default method)."""
+        return float(self.quantiles([q])[0])
+
+    def quantiles(self, qs: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Exact quantiles at the probabilities ``qs`` with linear interpolation, as ``np.quantile`` of the
+        counted values computes them (one pass over the counts for all of them)."""
         n = self.total
         if n == 0:
             raise ValueError("quantile of an empty column")
         cumulative = np.cumsum(self.counts)
-        position = q * (n - 1)
-        lo, hi = math.floor(position), math.ceil(position)
-        v_lo = float(self.values[int(np.searchsorted(cumulative, lo, side="right"))])
-        v_hi = float(self.values[int(np.searchsorted(cumulative, hi, side="right"))])
+        values = np.asarray(self.values, dtype=np.float64)
+        position = np.asarray(qs, dtype=np.float64) * (n - 1)
+        lo, hi = np.floor(position), np.ceil(position)
+        v_lo = values[np.searchsorted(cumulative, lo, side="right")]
+        v_hi = values[np.searchsorted(cumulative, hi, side="right")]
         return v_lo + (v_hi - v_lo) * (position - lo)
 
     def median(self) -> float:

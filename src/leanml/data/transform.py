@@ -4,7 +4,8 @@
 :func:`leanml.data.fit.fit_preprocessor`) into expressions, so the same description runs over a lazy scan of a
 file larger than memory, an in-memory frame, or a single JSON record.
 
-The per-column order is fixed: convert the raw value → handle outliers → impute → scale / encode.
+The per-column order is fixed: convert the raw value → handle outliers → impute → scale / encode
+(a numeric column's piecewise-linear encoding is computed from the imputed value, beside its scaling).
 Scaling statistics are those of the *imputed* column, exactly as a scikit-learn
 ``SimpleImputer`` → ``StandardScaler`` pipeline computes them.
 
@@ -15,8 +16,9 @@ unseen categories of columns with ``handle_unknown: error``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -231,12 +233,46 @@ def _quantile_scaled(expr: pl.Expr, scale: ScaleState) -> pl.Expr:
     )
 
 
+class PleBin(NamedTuple):
+    """One bin of a piecewise-linear encoding: its feature is ``clip((x - start) / width, low, high)``."""
+
+    start: float
+    width: float
+    low: float
+    high: float
+
+
+def ple_bins(edges: Sequence[float]) -> list[PleBin]:
+    """The bins of a piecewise-linear encoding over strictly increasing ``edges`` (Gorishniy et al., 2022).
+
+    Bin ``t`` spans ``[edges[t], edges[t + 1]]``; its feature is 0 below the bin, 1 above it and linear in
+    between, except that the first bin is unbounded below and the last one above (as in the paper), so
+    values beyond the training range stay distinguishable. ``edges[0] + Σ feature_t · width_t`` gives
+    ``x`` back. The serving graph computes the same ``(x - start) / width``, clipped, in float64.
+    """
+    last = len(edges) - 2
+    return [
+        PleBin(
+            start=float(edges[t]),
+            width=float(edges[t + 1]) - float(edges[t]),
+            low=-math.inf if t == 0 else 0.0,
+            high=math.inf if t == last else 1.0,
+        )
+        for t in range(len(edges) - 1)
+    ]
+
+
+def _ple_exprs(value: pl.Expr, edges: Sequence[float]) -> list[pl.Expr]:
+    return [((value - b.start) / b.width).clip(b.low, b.high) for b in ple_bins(edges)]
+
+
 def _feature_exprs(state: AnyState) -> list[pl.Expr]:
     handled = pl.col(handled_column(state.name))
     names = feature_names(state)
     exprs: list[pl.Expr]
     if isinstance(state, NumericState):
-        exprs = [_scaled(handled.fill_null(state.fill), state.scale)]
+        filled = handled.fill_null(state.fill)
+        exprs = [_scaled(filled, state.scale), *_ple_exprs(filled, state.ple_edges)]
     elif isinstance(state, CategoricalState):
         filled = handled.fill_null(state.fill)
         exprs = [(filled == category).cast(pl.Float64) for category in state.categories]

@@ -87,6 +87,7 @@ def create_app(reference: str, config: ServeConfig | None = None) -> Starlette:
         await registry.stop()
 
     routes = [
+        Route("/v1/models", server.v1_models, methods=["GET"]),
         Route("/v1/models/{target}", server.v1_metadata, methods=["GET"]),
         Route("/v1/models/{target}", predict, methods=["POST"]),
         Route("/v1/models/{name}/drift", server.drift, methods=["GET"]),
@@ -374,6 +375,10 @@ class Server:
         await response(scope, receive, send)
 
     # ------------------------------------------------------------------ V1
+    async def v1_models(self, request: Request) -> Response:
+        """``GET /v1/models``: the names of the served models (KServe V1's model list)."""
+        return JSONResponse({"models": sorted(self.registry.slots)})
+
     async def v1_metadata(self, request: Request) -> Response:
         """``GET /v1/models/{name}``."""
         return JSONResponse(self._v1_metadata(self._slot(request.path_params["target"])))

@@ -43,6 +43,9 @@ def openapi_document(models: list[dict[str, Any]], max_rows: int, api_key: bool 
         "/v2/health/live": _get("Server live", _object({"live": {"type": "boolean"}}), secured=False),
         "/v2/health/ready": _get("Server ready", _object({"ready": {"type": "boolean"}}), secured=False),
         "/v2": _get("Server metadata", {"$ref": "#/components/schemas/ServerMetadata"}),
+        "/v1/models": _get(
+            "Served models", _object({"models": {"type": "array", "items": {"type": "string"}}})
+        ),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

@@ -25,6 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from leanml.config import ServeConfig
+from leanml.logs import uvicorn_log_config
 
 SPEC_ENV = "LEANML_SERVE_SPEC"
 RESERVED_FDS = 256
@@ -159,6 +160,17 @@ def uvicorn_options(config: ServeConfig, limits: ConnectionLimits | None = None)
     }
 
 
+def logging_options(config: ServeConfig) -> dict[str, Any]:
+    """uvicorn's logging settings: uvicorn's and leanml's records at leanml's level and in its format
+    (``--log-level``, ``--log-format``) in every worker process, and one access record per request when
+    ``serve.access_log`` is on. ``log_level`` stays unset: uvicorn would apply it to the access log too."""
+    return {
+        "log_config": uvicorn_log_config(access_log=config.access_log),
+        "log_level": None,
+        "access_log": config.access_log,
+    }
+
+
 def serve(
     reference: str,
     config: ServeConfig,
@@ -175,7 +187,7 @@ def serve(
         logging.getLogger("leanml.serve").warning(
             "serve.runtime: 'torch' is not used: the server runs each bundle's pipeline.onnx on ONNX Runtime"
         )
-    options = uvicorn_options(config, limits)
+    options = {**uvicorn_options(config, limits), **logging_options(config)}
     app = create_app(reference, config)  # raises on a bundle that does not load
     if on_ready is not None:
         on_ready(sorted(app.state.registry.slots))

@@ -4,8 +4,8 @@
 resume from the last checkpoint, then for each epoch — set the learning rate, run the batches, evaluate
 on validation, track the best epoch, checkpoint — and finally restore the best epoch's weights (early
 stopping or ``train.restore_best``), score the test split and write the outputs. Everything happens here;
-the one hook, ``on_epoch``, lets a caller watch each epoch's record (tuning reports it to its pruner) and
-stop training by raising.
+two hooks: ``on_epoch`` lets a caller watch each epoch's record (tuning reports it to its pruner) and stop
+training by raising; ``parallel`` makes the loop one of several data-parallel replicas (Ray Train).
 
 Outputs in ``out_dir``: ``model.json`` + ``model.safetensors`` (the trained model), ``metrics.json``
 (validation and test metrics, the history per epoch), ``checkpoints/last.safetensors`` and ``plots/``.
@@ -32,7 +32,7 @@ from rich.console import Console
 
 from leanml.config import Config
 from leanml.data.prepared import SPLITS, PreparedData
-from leanml.data.state import CategoricalState, PreprocessState, feature_names
+from leanml.data.state import DatetimeState, NumericState, PreprocessState, feature_names
 from leanml.errors import ConfigError, DataError, LeanMLError
 from leanml.files import write_json
 from leanml.metrics import MAIN_METRIC, check_metric, evaluate
@@ -85,6 +85,19 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """What makes this loop one of several that train one model together, each on its own equal shard of
+    the training split (:mod:`leanml.cluster.train`); every replica starts from the same seeded weights."""
+
+    whole: PreparedData
+    """The prepared data the shards were cut from: the target scaling and the run's identity (what a
+    checkpoint must match to resume) come from it, so every replica scales alike and any replica can
+    resume from another's checkpoint."""
+    average_gradients: Callable[[torch.nn.Module], None]
+    """Called before every optimizer step (an all-reduce over the replicas), so their weights stay equal."""
+
+
 def train_model(
     config: Config,
     prepared_dir: PreparedData | str | Path | None = None,
@@ -93,6 +106,7 @@ def train_model(
     console: Console | None = None,
     plots: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train the model ``config`` describes on the prepared splits; write and return the results.
 
@@ -101,9 +115,11 @@ def train_model(
     (and starts afresh when there is none); the run ends as an uninterrupted one would. ``plots=False``
     skips the plots (e.g. for tuning trials). ``on_epoch``, when given, is called with each epoch's
     history record once the epoch is validated and checkpointed; an exception it raises stops training
-    and propagates to the caller.
+    and propagates to the caller. ``parallel``, when given, makes this run one replica of a data-parallel
+    run (see :class:`DataParallel`); ``prepared_dir`` then holds this replica's shard.
     """
     prepared = PreparedData.at(prepared_dir if prepared_dir is not None else config.stage_dir("prepare"))
+    whole = parallel.whole if parallel is not None else prepared  # what the run's statistics describe
     out = Path(out_dir) if out_dir is not None else config.stage_dir("train")
     tc = config.train
     state = prepared.state()
@@ -127,7 +143,7 @@ def train_model(
     model = build_model(spec)
     target_std = 1.0
     if task == "regression":
-        target_mean, target_std = target_moments(prepared.split("train"))
+        target_mean, target_std = target_moments(whole.split("train"))
         model.set_target_scaling(target_mean, target_std)
     model.to(device)
     loss_fn = make_loss(task, target_std)  # validation scores the plain loss
@@ -142,7 +158,7 @@ def train_model(
         keep_weights=tc.restore_best or stopping is not None,
     )
     history: list[dict[str, Any]] = []
-    run = _run_identity(config, prepared, spec)
+    run = _run_identity(config, whole, spec)
     checkpoint_path = out / CHECKPOINT_PATH
     start_epoch = 0
     if resume:
@@ -179,11 +195,11 @@ def train_model(
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    _step(optimizer, model, tc.grad_clip)
+                    _step(optimizer, model, tc.grad_clip, parallel)
                 loss_sum.add_(loss.detach(), alpha=len(x))
                 progress.advance(loss)
             if full_batch:
-                _step(optimizer, model, tc.grad_clip)
+                _step(optimizer, model, tc.grad_clip, parallel)
             train_loss = loss_sum.item() / train.rows
             if not math.isfinite(train_loss):
                 raise TrainingError(
@@ -303,14 +319,17 @@ def smooth_labels(loss_fn: LossFn, task: str, epsilon: float, n_classes: int) ->
 def numeric_features(state: PreprocessState) -> list[int]:
     """Indices of the model inputs that carry numbers: numeric columns and datetime parts.
 
-    One-hot categories and ``__missing`` indicators are left out (what ``model.embedding`` embeds).
+    One-hot categories, ``__missing`` indicators and the bins of a piecewise-linear encoding (already an
+    embedding of their column) are left out: what ``model.embedding`` embeds.
     """
     indices: list[int] = []
     position = 0
     for column in state.columns:
         names = feature_names(column)
-        values = 0 if isinstance(column, CategoricalState) else len(names) - int(column.indicator)
-        indices.extend(range(position, position + values))
+        if isinstance(column, NumericState):
+            indices.append(position)  # the scaled value comes first, then its PLE bins
+        elif isinstance(column, DatetimeState):
+            indices.extend(range(position, position + len(column.outputs)))
         position += len(names)
     return indices
 
@@ -348,7 +367,14 @@ def _seed_torch(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def _step(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad_clip: float | None) -> None:
+def _step(
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module,
+    grad_clip: float | None,
+    parallel: DataParallel | None,
+) -> None:
+    if parallel is not None:
+        parallel.average_gradients(model)  # before clipping: the clip sees the whole batch's gradient
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()

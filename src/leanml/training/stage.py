@@ -7,7 +7,9 @@ reference rows are raw rows of the test split.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 from rich.console import Console
@@ -21,11 +23,16 @@ from leanml.data.prepare import ensure_prepared
 from leanml.data.prepared import PreparedData
 from leanml.data.split import ROW_ID
 from leanml.data.state import PreprocessState
+from leanml.tracking import Tracker, epoch_logger, log_trained, tracked_run
 from leanml.training.loop import TrainResult, train_model
 from leanml.training.report import write_train_report
 
 DRIFT_ROWS = 200_000
 """Training rows summarized for drift monitoring."""
+
+Trainer = Callable[..., TrainResult]
+"""Trains as :func:`~leanml.training.loop.train_model` does, called as ``trainer(config, prepared, out_dir,
+resume=, console=, on_epoch=)``: the local loop, or the cluster's (:mod:`leanml.cluster.train`)."""
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,40 @@ class TrainOutcome:
 
     bundle: BundleRef
     result: TrainResult
+    report: Path | None = None
+    """The run's HTML report."""
 
 
-def train_and_bundle(config: Config, resume: bool = False, console: Console | None = None) -> TrainOutcome:
-    """Prepare when needed, train, and add the model to the store (moving its ``latest`` alias)."""
+def train_and_bundle(
+    config: Config,
+    resume: bool = False,
+    console: Console | None = None,
+    trainer: Trainer = train_model,
+) -> TrainOutcome:
+    """Prepare when needed, train, and add the model to the store (moving its ``latest`` alias).
+
+    With ``tracking.mlflow`` set, the run is tracked in MLflow (:mod:`leanml.tracking`). ``trainer`` trains
+    the model (see :data:`Trainer`).
+    """
+    with tracked_run(config, "train") as tracker:
+        outcome = _train_and_bundle(config, resume, console, tracker, trainer)
+        log_trained(tracker, outcome.result, outcome.report, outcome.bundle)
+    return outcome
+
+
+def _train_and_bundle(
+    config: Config, resume: bool, console: Console | None, tracker: Tracker, trainer: Trainer
+) -> TrainOutcome:
     prepared = ensure_prepared(config, console)
-    result = train_model(config, prepared, config.stage_dir("train"), resume=resume, console=console)
-    write_train_report(config.name, result)
+    result = trainer(
+        config,
+        prepared,
+        config.stage_dir("train"),
+        resume=resume,
+        console=console,
+        on_epoch=epoch_logger(tracker),
+    )
+    page = write_train_report(config.name, result)
     state = prepared.state()
     report = prepared.quality()
     inputs = BundleInputs(
@@ -65,7 +99,7 @@ def train_and_bundle(config: Config, resume: bool = False, console: Console | No
         drift=drift_reference(state, pl.scan_parquet(prepared.split("train")).head(DRIFT_ROWS).collect()),
     )
     ref = ModelStore(config.store).add(inputs)
-    return TrainOutcome(bundle=ref, result=result)
+    return TrainOutcome(bundle=ref, result=result, report=page)
 
 
 def reference_rows(

@@ -13,6 +13,7 @@ prepared data of each preprocessing variant).
 from __future__ import annotations
 
 import json
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from leanml.bundle.artifact import CONFIG as BUNDLED_CONFIG
 from leanml.bundle.artifact import read_manifest
 from leanml.config import Config, with_section
 from leanml.metrics import HIGHER_IS_BETTER, MAIN_METRIC, check_metric
+from leanml.tracking import Tracker, log_bundle, log_tuned, nested_runs, tracked_run, trial_logger
 from leanml.training.stage import train_and_bundle
 from leanml.tuning.report import (
     TrialRow,
@@ -76,7 +78,12 @@ def tune_options(
 
 
 def run_tune(
-    config: Config, resume: bool = False, console: Console | None = None, bundle: bool = True
+    config: Config,
+    resume: bool = False,
+    console: Console | None = None,
+    bundle: bool = True,
+    executor: Executor | None = None,
+    folder: Path | None = None,
 ) -> TuneResult:
     """Run the search ``config.tune`` describes; write the reports and ``best.yaml``; bundle the best.
 
@@ -85,10 +92,29 @@ def run_tune(
     With ``resume``, the study stored in ``WORKDIR/NAME/tune/`` continues: finished trials are kept,
     interrupted ones run again, and only the missing trials run. ``bundle=False`` skips training the
     best config into the store.
+
+    With ``tracking.mlflow`` set, the search is one tracked run, parent of a run per trial and of the run
+    that trains the best config.
+
+    ``executor`` runs the trials (see :func:`run_study`; the Ray cluster's tasks), and ``folder`` replaces
+    ``WORKDIR/NAME/tune/`` (a folder the executor's workers reach).
     """
+    with tracked_run(config, "tune") as tracker:
+        return _run_tune(config, resume, console, bundle, tracker, executor, folder)
+
+
+def _run_tune(
+    config: Config,
+    resume: bool,
+    console: Console | None,
+    bundle: bool,
+    tracker: Tracker,
+    executor: Executor | None,
+    folder: Path | None,
+) -> TuneResult:
     space = search_space(config.tune)
     space.check(config)
-    files = StudyFiles(config.stage_dir("tune"))
+    files = StudyFiles(folder if folder is not None else config.stage_dir("tune"))
 
     base = prepared_variant(config, files.variants, console=console)
     task = base.state().target.task
@@ -96,7 +122,18 @@ def run_tune(
     check_metric(task, metric, "tune.metric")
     direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
 
-    run = run_study(config, space, files, metric, direction, resume=resume, console=console)
+    on_trial = trial_logger(tracker, metric, space.decode)
+    run = run_study(
+        config,
+        space,
+        files,
+        metric,
+        direction,
+        resume=resume,
+        console=console,
+        on_trial=on_trial,
+        executor=executor,
+    )
     rows = trial_rows(run.study, space)
     best = best_row(rows, direction)
     written = [write_trials_csv(rows, space.keys, metric, files.root / "trials.csv")]
@@ -133,17 +170,20 @@ def run_tune(
         variants=prepared_variants(files.variants),
         files=[best_path, *written],
     )
+    log_tuned(tracker, metric, best.number, best.value, result.files)
     if not bundle:
         return result
     existing = bundled_from(best_config)
     if existing is not None:  # e.g. a resume with nothing left to run: no duplicate version
         if console is not None:
             console.print(f"the best config is already bundled as {existing[0].name} {existing[0].version}")
+        log_bundle(tracker, existing[0])
         return replace(result, bundle=existing[0], bundle_validation=existing[1])
     if console is not None:
         console.print(f"training the best config (trial {best.number}) into the model store")
     try:
-        outcome = train_and_bundle(best_config, console=console)  # the train stage: one way to make a bundle
+        with nested_runs(tracker, f"best: trial {best.number}"):  # tracked under the search's run
+            outcome = train_and_bundle(best_config, console=console)  # the train stage: one way to a bundle
     except Exception as exc:  # the study and best.yaml are on disk already: say how to finish
         raise TuneError(
             f"bundling the best trial ({best.number}) failed: {exc}. The study is kept in {files.root}; "
@@ -168,7 +208,7 @@ def bundled_from(config: Config) -> tuple[BundleRef, dict[str, float]] | None:
     if manifest.get("lineage", {}).get("stage") != "train":
         return None
     ours = config.model_dump(mode="json")
-    ignored = ("tune", "shrink")
+    ignored = ("tune", "shrink", "tracking")
     if {k: v for k, v in bundled.items() if k not in ignored} != {
         k: v for k, v in ours.items() if k not in ignored
     }:

@@ -6,7 +6,8 @@ process reads and appends to, so parallel workers share it and a killed study is
 How trials run: the tuning process asks Optuna for each trial's values (so sampling sees every finished
 trial, and a grid hands out each point once) and checks the trial's config; the training happens in the
 same process (``jobs: 1``) or in a pool of ``jobs`` worker processes, each attaching to the stored trial
-to report its epochs to the pruner. Optuna's own thread pool keeps ``jobs`` trials in flight.
+to report its epochs to the pruner (or, given an ``executor``, in its tasks: the Ray cluster's, see
+:mod:`leanml.cluster.tune`). Optuna's own thread pool keeps ``jobs`` trials in flight.
 
 Resume (``--resume``): a trial left running by a killed process is marked failed (``interrupted``) and
 its values are queued to run again; finished trials are never repeated; only the trials still missing
@@ -21,7 +22,7 @@ import os
 import random
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -146,8 +147,14 @@ def run_study(
     direction: str,
     resume: bool = False,
     console: Console | None = None,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    executor: Executor | None = None,
 ) -> StudyRun:
-    """Create (or, with ``resume``, reload) the study and run its remaining trials."""
+    """Create (or, with ``resume``, reload) the study and run its remaining trials; ``on_trial`` hears of
+    each trial that finishes (in the tuning process, from Optuna's threads when ``jobs`` > 1).
+
+    ``executor``, when given, runs the trials instead of this process or a pool of ``jobs`` processes;
+    its workers must reach ``files`` (they attach to the study's journal and write the trials' models)."""
     tune = config.tune
     with quiet_optuna():
         study, resumed = _open_study(config, files, metric, direction, resume)
@@ -169,7 +176,7 @@ def run_study(
             )
         if remaining > 0:
             with (
-                _worker_pool(tune.jobs) as pool,
+                _worker_pool(tune.jobs, executor) as pool,
                 _TrialProgress(console, remaining, metric, space) as progress,
             ):
                 try:
@@ -179,7 +186,7 @@ def run_study(
                         n_jobs=tune.jobs,
                         timeout=tune.timeout_s,
                         catch=(TrialFailed,),
-                        callbacks=[progress],
+                        callbacks=[progress, *([on_trial] if on_trial else [])],
                     )
                 except BrokenProcessPool:
                     raise TuneError(
@@ -247,7 +254,7 @@ def _open_study(
 def _identity(config: Config, metric: str, direction: str) -> dict[str, Any]:
     """What a resumed study must match: the search and every config section the trials start from."""
     search = config.tune.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE))
-    sections = [name for name in Config.model_fields if name not in ("tune", "serve", "store")]
+    sections = [name for name in Config.model_fields if name not in ("tune", "serve", "store", "tracking")]
     digests = {name: config.digest((name,))[:16] for name in sections}
     return {
         **{f"tune.{k}": v for k, v in search.items()},
@@ -385,10 +392,11 @@ def _record(trial: optuna.Trial, outcome: TrialOutcome) -> None:
 
 
 @contextlib.contextmanager
-def _worker_pool(jobs: int) -> Iterator[Executor | None]:
-    """``jobs`` worker processes (spawned: no forked copies of threads), or none for one job."""
-    if jobs == 1:
-        yield None
+def _worker_pool(jobs: int, given: Executor | None = None) -> Iterator[Executor | None]:
+    """The ``given`` executor, else ``jobs`` worker processes (spawned: no forked copies of threads), or
+    none for one job."""
+    if given is not None or jobs == 1:
+        yield given
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(
@@ -412,7 +420,7 @@ def _init_worker(threads: int) -> None:
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
 
 
-def _run_in_worker(task: TrialTask, storage: str, tune: TuneConfig) -> TrialOutcome:
+def _run_in_worker(task: TrialTask, storage: str, tune: TuneConfig) -> TrialOutcome:  # also a Ray task
     """Run one trial in a worker process, attached to its trial in the shared storage."""
     study = optuna.load_study(
         study_name=STUDY_NAME,

@@ -1,0 +1,321 @@
+"""The prepare stage on a Ray cluster: the same outputs as :func:`leanml.data.prepare.prepare`, computed
+by tasks that each read one piece of the input (a file, or a range of rows of one).
+
+How it stays equal to the local stage: every piece runs the local stage's own Polars expressions over its
+rows (row ids offset by the rows before the piece, so they are source positions as locally), and every
+global decision is made on the driver by the local functions, fed what the pieces return:
+
+* the target's task and classes: :func:`infer_target` over the distinct target values of all pieces;
+* the split: :func:`plan_split` over the (row id, class) pairs of the usable rows (16 bytes a row);
+* analyze: :func:`fit_preprocessor` runs on the driver over an empty frame of the right schema while its
+  queries run on the pieces; each query's partial results are merged exactly (:mod:`leanml.cluster.merge`)
+  and handed back, so the frozen state is the local one (moments agree to rounding, counts and quantiles
+  exactly, since quantiles come from merged exact value counts);
+* transform: each piece sinks its rows of each split with the same expressions; the pieces are then
+  joined in order into the same ``train.parquet``, ``validation.parquet`` and ``test.parquet``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import ray
+from rich.console import Console
+
+from leanml.cluster.merge import merge_frames, sum_counters
+from leanml.cluster.pieces import (
+    Piece,
+    check_shard_schemas,
+    plan_pieces,
+    read_piece,
+    task_options,
+    with_row_ids,
+)
+from leanml.cluster.session import Cluster, ClusterError
+from leanml.config import Config, DatetimeColumn
+from leanml.data import fit
+from leanml.data.fit import Collect
+from leanml.data.io import (
+    expand_paths,
+    scan_table,
+    sniff_separator,
+    table_format,
+    utf8_paths,
+)
+from leanml.data.prepare import (
+    PRE_REASON,
+    SPLIT,
+    PrepareResult,
+    _label_rows,
+    _write_outputs,
+    publish_prepared,
+    row_key,
+    staging_folder,
+)
+from leanml.data.prepared import PreparedData
+from leanml.data.preprocessor import check_columns, check_reserved, fit_preprocessor
+from leanml.data.report import write_prepare_report
+from leanml.data.split import GROUP, ROW_ID, SPLITS, TIME, SplitPlan, plan_split
+from leanml.data.state import PreprocessState, TargetState
+from leanml.data.target import infer_target
+from leanml.progress import Steps
+
+PIECES_PER_WORKER = 2
+"""Pieces per worker: more than one, so a slow piece does not hold the whole stage."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every piece needs: the config, the input's format and schema, and the decisions so far."""
+
+    config: Config
+    separator: str | None
+    schema: dict[str, pl.DataType]
+    target: TargetState | None = None
+    plan: SplitPlan | None = None
+
+
+def prepare_on_ray(
+    config: Config,
+    cluster: Cluster,
+    out_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> PrepareResult:
+    """Run the prepare stage for ``config`` on ``cluster``; the outputs equal :func:`prepare`'s."""
+    steps = Steps(console)
+    out = Path(out_dir) if out_dir is not None else config.stage_dir("prepare")
+    nulls = list(config.data.null_values)
+    if config.data.dedupe:
+        raise ClusterError("data.dedupe needs one global pass over every row: prepare without --ray")
+    if config.data.rejects:
+        raise ClusterError("data.rejects is not written on Ray yet: prepare without --ray to get it")
+    options = task_options(cluster)
+
+    with steps.step("Scanning the data on the cluster"):
+        sources = expand_paths(config.data.train)
+        fmt = table_format(sources[0])
+        paths = utf8_paths(sources, config.data.encoding) if fmt in ("csv", "csv.gz", "zip") else sources
+        separator = (config.data.separator or sniff_separator(paths[0])) if fmt != "parquet" else None
+        raw = scan_table(paths, separator)
+        schema = raw.collect_schema()
+        check_reserved(schema)
+        check_columns(schema, config.columns, config.target)
+        check_shard_schemas(paths, schema)
+        unlisted = [c for c in schema.names() if c not in config.columns and c != config.target]
+        job = Job(config=config, separator=separator, schema=dict(schema))
+        pieces = plan_pieces(paths, separator, cluster.workers * PIECES_PER_WORKER, options)
+        distinct = _run(options, _distinct_targets, pieces, job)
+        target = infer_target(
+            pl.concat(distinct, how="vertical_relaxed").lazy(), config.target, config.task, nulls
+        )
+        job = Job(config=config, separator=separator, schema=job.schema, target=target)
+
+    with steps.step("Splitting rows"):
+        keys = pl.concat(_run(options, _split_keys, pieces, job), how="vertical_relaxed")
+        plan = plan_split(keys.lazy(), config.data.split)
+        job = Job(config=config, separator=separator, schema=job.schema, target=target, plan=plan)
+
+    with steps.step("Analyzing the training split"):
+        columns = _with_datetime_formats(job, pieces, options)
+        empty = pl.LazyFrame(schema=_labeled_schema(job, pieces[0]))
+        state = _fit_distributed(empty, columns, target, nulls, job, pieces, options)
+
+    with steps.step("Transforming and writing the splits"), staging_folder(out) as staging:
+        parts = staging / ".pieces"
+        outputs = _run(options, _write_piece, pieces, job, state, str(parts))
+        counts_all = sum_counters([o[0] for o in outputs])
+        distinct = len(np.unique(np.concatenate([o[1] for o in outputs])))
+        counts_all["duplicates"] = sum(p.rows for p in pieces) - distinct
+        ray.get(
+            [
+                _join_pieces.options(**options).remote(
+                    [str(_piece_split(parts, i, split)) for i in range(len(pieces))],
+                    str(PreparedData(staging).split(split)),
+                )
+                for split in SPLITS
+            ]
+        )
+        shutil.rmtree(parts)
+        labeled = _label_rows(raw, schema, config, target).with_columns(
+            pl.when(pl.col(PRE_REASON).is_null()).then(plan.expr()).otherwise(None).alias(SPLIT)
+        )
+        report = publish_prepared(
+            staging, out, config, state, counts_all, labeled, schema, sources, plan.method, unlisted
+        )
+    with steps.step("Writing the report"):
+        write_prepare_report(PreparedData(out), report, state)
+    return PrepareResult(out_dir=out, state=state, report=report, rejects_path=None)
+
+
+def _run(options: dict[str, Any], func: Any, pieces: Sequence[Piece], *args: Any) -> list[Any]:
+    """Run ``func(piece, *args)`` for every piece on the cluster; results in piece order."""
+    shared = [ray.put(a) for a in args]
+    return ray.get([func.options(**options).remote(piece, *shared) for piece in pieces])
+
+
+def _raw_piece(piece: Piece, job: Job) -> pl.LazyFrame:
+    return read_piece(piece, job.separator, job.schema)
+
+
+def _labeled_piece(piece: Piece, job: Job) -> pl.LazyFrame:
+    """The local stage's labeled rows (row ids, target, split key, reason) of the piece, with the split."""
+    assert job.target is not None
+    raw = _raw_piece(piece, job)
+    labeled = with_row_ids(_label_rows(raw, pl.Schema(job.schema), job.config, job.target), piece)
+    if job.plan is None:
+        return labeled
+    return labeled.with_columns(
+        pl.when(pl.col(PRE_REASON).is_null()).then(job.plan.expr()).otherwise(None).alias(SPLIT)
+    )
+
+
+def _labeled_schema(job: Job, piece: Piece) -> pl.Schema:
+    return _labeled_piece(Piece(piece.path, 0, 0, 0), job).filter(pl.col(SPLIT) == 0).collect_schema()
+
+
+@ray.remote
+def _distinct_targets(piece: Piece, job: Job) -> pl.DataFrame:
+    # The target's task and classes depend on which values occur, not on how often: distinct values do.
+    name = job.config.target
+    return _raw_piece(piece, job).select(name).unique().collect(engine="streaming")
+
+
+@ray.remote
+def _split_keys(piece: Piece, job: Job) -> pl.DataFrame:
+    key = TIME if job.config.data.split.by is not None else GROUP
+    labeled = _labeled_piece(piece, job)
+    return labeled.filter(pl.col(PRE_REASON).is_null()).select(ROW_ID, key).collect(engine="streaming")
+
+
+def _with_datetime_formats(job: Job, pieces: Sequence[Piece], options: dict[str, Any]) -> dict[str, Any]:
+    """The column specs with the datetime formats local analyze infers from its row sample: the same
+    every-k-th training row sample (:func:`leanml.data.io.sample_rows`), gathered from the pieces."""
+    columns = dict(job.config.columns)
+    pending = [
+        n
+        for n, s in columns.items()
+        if isinstance(s, DatetimeColumn) and not (s.format or s.formats) and job.schema[n] == pl.String
+    ]
+    if not pending:
+        return columns
+    sizes = _run(options, _train_rows, pieces, job)
+    total = sum(sizes)
+    step = max(1, -(-total // fit.FORMAT_SAMPLE_ROWS))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+    samples = ray.get(
+        [
+            _train_sample.options(**options).remote(p, ray.put(job), pending, start, step)
+            for p, start in zip(pieces, starts, strict=True)
+        ]
+    )
+    sample = pl.concat(samples, how="vertical_relaxed")
+    return fit.with_datetime_formats(
+        sample.lazy(), pl.Schema(job.schema), columns, list(job.config.data.null_values)
+    )
+
+
+@ray.remote
+def _train_rows(piece: Piece, job: Job) -> int:
+    frame = _labeled_piece(piece, job).filter(pl.col(SPLIT) == 0)
+    return int(frame.select(pl.len()).collect(engine="streaming").item())
+
+
+@ray.remote
+def _train_sample(piece: Piece, job: Job, names: list[str], start: int, step: int) -> pl.DataFrame:
+    position = "__sample_position"
+    frame = _labeled_piece(piece, job).filter(pl.col(SPLIT) == 0).select(names).with_row_index(position)
+    keep = (pl.col(position).cast(pl.Int64) + start) % step == 0
+    return frame.filter(keep).drop(position).collect(engine="streaming")
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyze: the local fit, its queries answered by the pieces
+# --------------------------------------------------------------------------------------------------
+class _Pending(Exception):
+    """Raised inside a fit when it reaches a query round whose results are not known yet."""
+
+    def __init__(self, results: list[pl.DataFrame] | None = None) -> None:
+        super().__init__("query round pending")
+        self.results = results
+
+
+def _answers(known: Sequence[list[pl.DataFrame]], compute: bool) -> Collect:
+    """A query runner for the fit (its ``collect``): the first rounds get ``known`` results; the next
+    round is computed here and raised (``compute``, on a piece) or raised empty (on the driver)."""
+    rounds = iter(known)
+
+    def collect(queries: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+        answer = next(rounds, None)
+        if answer is not None:
+            return list(answer)
+        raise _Pending([q.collect(engine="streaming") for q in queries] if compute else None)
+
+    return collect
+
+
+def _fit_distributed(
+    empty: pl.LazyFrame,
+    columns: dict[str, Any],
+    target: TargetState,
+    nulls: list[str],
+    job: Job,
+    pieces: Sequence[Piece],
+    options: dict[str, Any],
+) -> PreprocessState:
+    """Run :func:`fit_preprocessor` on the driver, each of its query rounds answered by the pieces."""
+    known: list[list[pl.DataFrame]] = []
+    while True:
+        try:
+            return fit_preprocessor(empty, columns, target, nulls, collect=_answers(known, compute=False))
+        except _Pending:
+            partials = _run(options, _fit_round, pieces, job, columns, known)
+            known.append([merge_frames([p[i] for p in partials]) for i in range(len(partials[0]))])
+
+
+@ray.remote
+def _fit_round(
+    piece: Piece, job: Job, columns: dict[str, Any], known: list[list[pl.DataFrame]]
+) -> list[pl.DataFrame]:
+    train_rows = _labeled_piece(piece, job).filter(pl.col(SPLIT) == 0)
+    assert job.target is not None
+    try:
+        # Rounds before this one are finished with the merged answers, so a piece's own emptiness
+        # never decides anything here.
+        nulls = list(job.config.data.null_values)
+        fit_preprocessor(train_rows, columns, job.target, nulls, collect=_answers(known, compute=True))
+    except _Pending as pending:
+        assert pending.results is not None
+        return pending.results
+    raise RuntimeError("the fit ended on a piece before its queries were answered")
+
+
+# --------------------------------------------------------------------------------------------------
+# Transform and write
+# --------------------------------------------------------------------------------------------------
+def _piece_split(parts: Path, index: int, split: str) -> Path:
+    return parts / f"{index:05d}" / PreparedData(Path(".")).split(split).name
+
+
+@ray.remote
+def _write_piece(
+    piece: Piece, job: Job, state: PreprocessState, parts: str
+) -> tuple[dict[str, Any], np.ndarray, int]:
+    """Sink the piece's rows of each split; return its quality counts, its distinct row keys and rows."""
+    labeled = _labeled_piece(piece, job)
+    folder = Path(parts) / f"{piece.index:05d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = _write_outputs(labeled, state, list(job.schema), folder, None)
+    keys = labeled.select(row_key(job.config).unique()).collect(engine="streaming").to_series().to_numpy()
+    return counts, keys, piece.rows
+
+
+@ray.remote
+def _join_pieces(files: list[str], out: str) -> None:
+    """Join the pieces' files of one split, in order, into the split's one Parquet file."""
+    pl.scan_parquet(files).sink_parquet(out)

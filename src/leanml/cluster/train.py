@@ -1,0 +1,221 @@
+"""Training on a Ray cluster: Ray Train's ``TorchTrainer``, N CPU workers, gradients averaged over gloo.
+
+Every worker runs the local training loop (:func:`leanml.training.loop.train_model`) on its own shard of
+the training split (an equal share of its rows, so every worker takes the same number of steps) and the
+whole validation split (so all workers see the same scores and stop at the same epoch). Three things
+make the N loops one run:
+
+* before every optimizer step the gradients are averaged across workers (one all-reduce of all of
+  them, as DDP does), and every worker starts from the same seeded weights, so the weights stay equal;
+* the target scaling (regression) and the run's identity use the whole training split, not the shard;
+* after each epoch every worker reports to Ray Train, worker 0 with the loop's checkpoint, kept under
+  the cluster's storage path; a lost worker restarts the run from the last checkpoint
+  (``ray.max_failures`` times), and ``--resume`` continues the last run from its storage.
+
+The model, its metrics and the bundle are then those of a local run (:func:`train_and_bundle`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+import torch.distributed as dist
+from rich.console import Console
+
+from leanml.cluster.prepare import prepare_on_ray
+from leanml.cluster.session import Cluster, ClusterError
+from leanml.config import PREPARE_SECTIONS, Config
+from leanml.data.prepared import SPLITS, PreparedData
+from leanml.models import load_model
+from leanml.training import loop, stage
+from leanml.training.loop import CHECKPOINT_PATH, METRICS_JSON, DataParallel, TrainResult
+
+LAST_RUN = "last-train-run.txt"
+"""File in the storage folder naming the last training run (what ``--resume`` continues)."""
+
+
+def train_on_ray(
+    config: Config, cluster: Cluster, resume: bool = False, console: Console | None = None
+) -> stage.TrainOutcome:
+    """Prepare when needed, train on the cluster, and bundle the model into the store as a local run."""
+
+    def trainer(
+        config: Config,
+        prepared: Any,
+        out_dir: Any,
+        resume: bool = False,
+        console: Console | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        **_: Any,
+    ) -> TrainResult:
+        result = train_model_on_ray(
+            config, cluster, PreparedData.at(prepared), Path(out_dir), resume, console
+        )
+        for record in result.history if on_epoch is not None else []:
+            on_epoch(record)  # the epochs as the local loop would have told them (tracking)
+        return result
+
+    prepared = PreparedData(config.stage_dir("prepare"))
+    if not prepared.exists() or prepared.quality().get("config_hash") != config.digest(PREPARE_SECTIONS):
+        prepare_on_ray(config, cluster, console=console)
+    return stage.train_and_bundle(config, resume=resume, console=console, trainer=trainer)
+
+
+def train_model_on_ray(
+    config: Config,
+    cluster: Cluster,
+    prepared: PreparedData,
+    out: Path,
+    resume: bool = False,
+    console: Console | None = None,
+) -> TrainResult:
+    """Run the training loop on ``cluster.workers`` Ray Train workers; write its outputs into ``out``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    name = _run_name(config, cluster, resume)
+    if console is not None:
+        console.print(f"training on Ray: {cluster.workers} workers × {cluster.cpus:g} CPUs, run {name}")
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "prepared": str(prepared.folder.absolute()),
+            "resume": resume,
+            "threads": max(1, int(cluster.cpus)),
+        },
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cluster.workers, use_gpu=False, resources_per_worker={"CPU": cluster.cpus}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(cluster.storage),
+            failure_config=FailureConfig(max_failures=cluster.settings.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterError(f"training on Ray failed: {first}") from exc
+    if result.checkpoint is None:
+        raise ClusterError("training on Ray ended without a checkpoint (no epoch finished)")
+    out.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as folder:
+        shutil.copytree(folder, out, dirs_exist_ok=True)
+    return _result_from(out)
+
+
+def _run_name(config: Config, cluster: Cluster, resume: bool) -> str:
+    """A new run name, or with ``resume`` the last run's (Ray Train resumes a run of the same name)."""
+    pointer = cluster.storage / LAST_RUN
+    if resume and pointer.exists():
+        return pointer.read_text().strip()
+    name = f"{config.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    pointer.write_text(name)
+    return name
+
+
+def _result_from(out: Path) -> TrainResult:
+    """The :class:`TrainResult` of a finished run from the files worker 0 wrote."""
+    model, spec = load_model(out)
+    metrics = json.loads((out / METRICS_JSON).read_text())
+    return TrainResult(
+        model=model,
+        spec=spec,
+        task=metrics["task"],
+        monitor=metrics["monitor"],
+        history=metrics["history"],
+        validation=metrics["validation"],
+        test=metrics["test"],
+        best_epoch=metrics["best_epoch"],
+        stopped_early=metrics["stopped_early"],
+        out_dir=out,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# On each worker
+# --------------------------------------------------------------------------------------------------
+def _worker_loop(settings: dict[str, Any]) -> None:
+    """One Ray Train worker: the local loop on its shard, reporting every epoch."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    torch.set_num_threads(int(settings["threads"]))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    config = Config.model_validate(settings["config"])
+    whole = PreparedData(Path(settings["prepared"]))
+    local = Path(tempfile.mkdtemp(prefix=f"leanml-train-{rank}-"))
+    shard = shard_split(whole, rank, world, local / "data")
+    out = local / "train"
+    resume = bool(settings["resume"])
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            shutil.copytree(folder, out, dirs_exist_ok=True)
+        resume = True
+
+    def report(record: dict[str, Any]) -> None:
+        metrics = {"epoch": record["epoch"], "train_loss": record["train_loss"]}
+        metrics.update({f"val_{k}": v for k, v in record["val_metrics"].items()})
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                shutil.copytree(out / CHECKPOINT_PATH.parent, Path(folder) / CHECKPOINT_PATH.parent)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+            else:
+                ray.train.report(metrics)
+
+    parallel = DataParallel(whole=whole, average_gradients=lambda model: _average_gradients(model, world))
+    result = loop.train_model(
+        config, shard, out, resume=resume, plots=False, on_epoch=report, parallel=parallel
+    )
+    # The final report carries the finished model (the loop's outputs) from worker 0.
+    final = {"epoch": len(result.history) + 1, "done": 1}
+    if rank == 0:
+        ray.train.report(final, checkpoint=Checkpoint.from_directory(str(out)))
+    else:
+        ray.train.report(final)
+    shutil.rmtree(local, ignore_errors=True)
+
+
+def shard_split(whole: PreparedData, rank: int, world: int, folder: Path) -> PreparedData:
+    """A prepared folder holding worker ``rank``'s equal share of the training rows (contiguous; the
+    ``rows mod world`` last rows are left out so every worker takes the same number of steps), and the
+    whole validation and test splits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shard = PreparedData(folder)
+    shutil.copy(whole.state_path, shard.state_path)
+    train = pl.scan_parquet(whole.split("train"))
+    per_worker = int(train.select(pl.len()).collect().item()) // world
+    if per_worker == 0:
+        raise ClusterError(f"the training split has fewer rows than the {world} workers")
+    train.slice(rank * per_worker, per_worker).sink_parquet(shard.split("train"))
+    for split in SPLITS[1:]:
+        shard.split(split).symlink_to(whole.split(split).absolute())
+    return shard
+
+
+def _average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Replace every gradient by its mean over the ``world`` workers: one all-reduce of all of them."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads or world == 1:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -1,0 +1,166 @@
+"""The stages on Ray give the local stages' outputs: prepare, predict, train (2 workers)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from leanml.config import parse_config
+from leanml.data.prepare import prepare
+
+COLUMNS: dict[str, Any] = {
+    "num_0": {
+        "type": "numeric",
+        "outliers": {"method": "iqr", "k": 1.5, "action": "clip"},
+        "impute": "median",
+    },
+    "num_1": {"type": "numeric", "impute": "mean", "scale": "quantile"},
+    "num_2": {
+        "type": "numeric",
+        "outliers": {"method": "zscore", "k": 3.0, "action": "drop"},
+        "scale": "robust",
+    },
+    "num_3": {"type": "numeric", "scale": "minmax"},
+    "cat_0": {"type": "categorical", "min_frequency": 20},
+    "cat_1": {"type": "categorical", "impute": "most_frequent"},
+    "cat_2": {"type": "categorical"},
+    "event_time": {"type": "datetime", "parts": ["hour", "dayofweek"], "epoch": True},
+}
+
+
+def cluster_config(shards: Path, root: Path, **extra: Any) -> Any:
+    """A config over the shards, writing under ``root``."""
+    raw = {
+        "name": "cluster",
+        "data": {"train": str(shards / "part-*.csv")},
+        "target": "label",
+        "columns": COLUMNS,
+        "workdir": str(root / "runs"),
+        "store": str(root / "models"),
+        "model": {"arch": "mlp", "hidden": [16]},
+        "train": {"epochs": 2, "batch_size": 256},
+        "ray": {"num_workers": 2},
+        **extra,
+    }
+    return parse_config(raw)
+
+
+def read_split(folder: Path, split: str) -> pl.DataFrame:
+    """A prepared split."""
+    return pl.read_parquet(folder / f"{split}.parquet")
+
+
+def assert_close(local: Any, remote: Any, path: str = "") -> None:
+    """Equal JSON values, floats within 1e-9 (relative to their size)."""
+    if isinstance(local, dict):
+        assert local.keys() == remote.keys(), path
+        for key in local:
+            assert_close(local[key], remote[key], f"{path}.{key}")
+    elif isinstance(local, list):
+        assert len(local) == len(remote), path
+        for i, (a, b) in enumerate(zip(local, remote, strict=True)):
+            assert_close(a, b, f"{path}[{i}]")
+    elif isinstance(local, float) and isinstance(remote, float):
+        assert math.isclose(local, remote, rel_tol=1e-9, abs_tol=1e-9), (path, local, remote)
+    else:
+        assert local == remote, (path, local, remote)
+
+
+@pytest.fixture(scope="module")
+def prepared_both(ray_session: Any, shards: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same config prepared locally and on Ray."""
+    from leanml.cluster.prepare import prepare_on_ray
+    from leanml.cluster.session import connect
+
+    root = tmp_path_factory.mktemp("prepared")
+    config = cluster_config(shards, root)
+    prepare(config, out_dir=root / "local")
+    prepare_on_ray(config, connect(config, "auto"), out_dir=root / "ray")
+    return {"config": config, "local": root / "local", "ray": root / "ray", "root": root}
+
+
+def test_prepare_on_ray_equals_local(prepared_both: dict[str, Any]) -> None:
+    local, remote = prepared_both["local"], prepared_both["ray"]
+    assert_close(
+        json.loads((local / "preprocess.json").read_text()),
+        json.loads((remote / "preprocess.json").read_text()),
+    )
+    for split in ("train", "validation", "test"):
+        a, b = read_split(local, split), read_split(remote, split)
+        assert a.height > 0
+        assert a.equals(b), split
+    quality = [json.loads((f / "quality.json").read_text()) for f in (local, remote)]
+    assert quality[0]["rows"] == quality[1]["rows"]
+    assert quality[0]["columns"] == quality[1]["columns"]
+
+
+def test_train_and_predict_on_ray(prepared_both: dict[str, Any], tmp_path: Path) -> None:
+    """Two workers train a model within noise of local training; predict on Ray equals local predict."""
+    import leanml
+    from leanml.bundle.predict import predict_file
+    from leanml.cluster.predict import predict_on_ray
+    from leanml.cluster.session import connect
+    from leanml.cluster.train import train_on_ray
+    from leanml.training.loop import train_model
+
+    config = prepared_both["config"]
+    cluster = connect(config, "auto")
+    outcome = train_on_ray(config, cluster)
+    local = train_model(config, prepared_both["local"], tmp_path / "local-train", plots=False)
+    assert len(outcome.result.history) == config.train.epochs
+    assert abs(outcome.result.test["roc_auc"] - local.test["roc_auc"]) < 0.05
+
+    bundle = leanml.load(outcome.bundle.path)
+    source = str(Path(config.data.train))
+    expected = tmp_path / "local.parquet"
+    predict_file(bundle, source, expected, keep=["cat_0"])
+    summary = predict_on_ray(outcome.bundle.path, source, tmp_path / "ray.parquet", cluster, keep=["cat_0"])
+    got = pl.read_parquet(summary.output)
+    assert summary.shards > 1 and summary.rows == got.height
+    assert got.equals(pl.read_parquet(expected))
+
+
+def test_shards_with_different_schemas(ray_session: Any, tmp_path: Path) -> None:
+    from leanml.cluster.prepare import prepare_on_ray
+    from leanml.cluster.session import ClusterError, connect
+
+    pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).write_parquet(tmp_path / "a.parquet")
+    pl.DataFrame({"x": ["1", "2", "3", "4"], "y": [0, 1, 0, 1]}).write_parquet(tmp_path / "b.parquet")
+    config = cluster_config(tmp_path, tmp_path, data={"train": str(tmp_path / "*.parquet")})
+    config = parse_config(
+        {**config.model_dump(mode="json"), "target": "y", "columns": {"x": {"type": "numeric"}}}
+    )
+    with pytest.raises(ClusterError, match="shards with different schemas: column 'x'"):
+        prepare_on_ray(config, connect(config, "auto"), out_dir=tmp_path / "out")
+
+
+def test_nothing_imports_ray_without_the_option() -> None:
+    code = "import sys, leanml.cli, leanml.config; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tune_on_ray_shares_one_study(ray_session: Any, shards: Path, tmp_path: Path) -> None:
+    """Trials run as Ray tasks attached to one journal under the storage path; --resume continues it."""
+    from leanml.cluster.session import connect
+    from leanml.cluster.tune import tune_on_ray
+
+    tune = {"sampler": "random", "trials": 2, "pruner": "none", "space": {"train.lr": [0.01, 0.003]}}
+    ray_section = {"num_workers": 2, "storage": str(tmp_path / "ray")}
+    config = cluster_config(shards, tmp_path, tune=tune, ray=ray_section)
+    cluster = connect(config, "auto")
+    first = tune_on_ray(config, cluster, bundle=False)
+    folder = tmp_path / "ray" / "tune"
+    assert first.folder == folder and (folder / "study.log").stat().st_size > 0
+    assert first.ran == 2 and [t.state for t in first.trials] == ["complete", "complete"]
+    assert all((folder / "trials" / str(t.number)).is_dir() for t in first.trials)
+
+    more = cluster_config(shards, tmp_path, tune={**tune, "trials": 3}, ray=ray_section)
+    again = tune_on_ray(more, cluster, resume=True, bundle=False)
+    assert again.ran == 1 and len(again.trials) == 3
