@@ -122,6 +122,17 @@ def test_student_spec_is_a_plain_mlp_for_the_teachers_inputs() -> None:
     assert spec_parameters(student) == 12 * 8 + 8 + 8 * 4 + 4 + 4 * 4 + 4
 
 
+def test_students_are_plain_unless_they_keep_the_teachers_embedding() -> None:
+    embedding = {"kind": "periodic", "features": [0, 1], "frequencies": 4, "dim": 3, "scale": 0.1}
+    teacher = {**spec("mlp"), "embedding": embedding}
+    plain = student_spec(teacher, (8,))
+    assert "embedding" not in plain and spec_parameters(plain) == 12 * 8 + 8 + 8 + 1
+    embedded = student_spec(teacher, (8,), embedding=True)
+    assert embedded["embedding"] == embedding
+    # per embedded feature: 4 frequencies, a 8 → 3 linear map; the network sees 2 × 3 + 10 inputs
+    assert spec_parameters(embedded) == 2 * (4 + 8 * 3 + 3) + (6 + 10) * 8 + 8 + 8 + 1
+
+
 # ------------------------------------------------------------------------------------ structured pruning
 @pytest.mark.parametrize(
     "model_spec",

@@ -7,6 +7,12 @@ softmax over ``[0, z]``, so its distributions are Bernoulli with ``p = sigmoid(z
 
 Regression: ``alpha · MSE(student, teacher) + (1 − alpha) · MSE(student, y)``, each divided by the
 target's variance (the model outputs the target's units; see :func:`leanml.training.make_loss`).
+
+Synthetic rows (:mod:`leanml.shrinking.synth`) have no label (a NaN target, or class ``-1``): their hard
+term is against the teacher's own prediction at temperature 1, so they teach the teacher's function alone.
+
+Students are plain MLPs (:func:`student_spec`), or keep the teacher's numeric embedding when asked: the
+embedding costs parameters per numeric feature and a fixed time per call, which a plain student saves.
 """
 
 from __future__ import annotations
@@ -42,18 +48,21 @@ def distillation_loss(
     """The mean distillation loss of a batch (see the module docstring).
 
     ``student`` and ``teacher`` are raw outputs ``[batch, n_outputs]``; ``target`` holds 0/1 (binary),
-    class indices (multiclass) or values (regression).
+    class indices (multiclass) or values (regression). A synthetic row has no label (NaN, or class
+    ``-1``): its hard term is against the teacher's own prediction (at temperature 1).
     """
     if task == "regression":
         inverse_variance = 1.0 / (target_std * target_std)
+        target = torch.where(target.isnan(), teacher[:, 0], target)
         soft = F.mse_loss(student[:, 0], teacher[:, 0]) * inverse_variance
         hard = F.mse_loss(student[:, 0], target) * inverse_variance
         return alpha * soft + (1.0 - alpha) * hard
     if task == "binary":
+        target = torch.where(target.isnan(), torch.sigmoid(teacher[:, 0]), target)
         hard = F.binary_cross_entropy_with_logits(student[:, 0], target)
         soft = _bernoulli_kl(teacher[:, 0] / temperature, student[:, 0] / temperature)
     elif task == "multiclass":
-        hard = F.cross_entropy(student, target)
+        hard = F.cross_entropy(student, _class_targets(target, teacher))
         soft = F.kl_div(
             F.log_softmax(student / temperature, dim=1),
             F.log_softmax(teacher / temperature, dim=1),
@@ -65,6 +74,16 @@ def distillation_loss(
     return alpha * temperature * temperature * soft + (1.0 - alpha) * hard
 
 
+def _class_targets(target: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Class indices as they are when every row has one; else class probabilities: one-hot for labelled
+    rows, the teacher's softmax for unlabelled ones (class ``-1``)."""
+    unlabelled = target < 0
+    if not bool(unlabelled.any()):
+        return target
+    probabilities = F.one_hot(target.clamp(min=0), teacher.shape[1]).to(teacher.dtype)
+    return torch.where(unlabelled[:, None], torch.softmax(teacher, dim=1), probabilities)
+
+
 def _bernoulli_kl(teacher_logit: torch.Tensor, student_logit: torch.Tensor) -> torch.Tensor:
     """Mean KL(Bernoulli(sigmoid(t)) ‖ Bernoulli(sigmoid(s))): the cross-entropy of the student's
     distribution against the teacher's, minus the teacher's entropy (two fused, stable kernels)."""
@@ -74,18 +93,25 @@ def _bernoulli_kl(teacher_logit: torch.Tensor, student_logit: torch.Tensor) -> t
     return cross_entropy - entropy
 
 
-def student_spec(teacher_spec: dict[str, Any], hidden: list[int] | tuple[int, ...]) -> dict[str, Any]:
+def student_spec(
+    teacher_spec: dict[str, Any], hidden: list[int] | tuple[int, ...], embedding: bool = False
+) -> dict[str, Any]:
     """The spec of an ``mlp`` student with ``hidden`` widths, for the teacher's inputs and task.
 
     The student takes the teacher's activation; it has no dropout (the soft targets regularise it) and
-    no normalisation layers (so every hidden unit can be pruned away).
+    no normalisation layers (so every hidden unit can be pruned away). With ``embedding`` it embeds its
+    numeric inputs as the teacher does (same kind and size, its own weights); without, it is a plain MLP
+    over the features.
     """
     activation = teacher_spec["hyperparameters"].get("activation", "relu")
-    return {
-        **teacher_spec,
+    spec = {
+        **{key: value for key, value in teacher_spec.items() if key != "embedding"},
         "arch": "mlp",
         "hyperparameters": {"hidden": list(hidden), "activation": activation, "dropout": 0.0, "norm": "none"},
     }
+    if embedding and "embedding" in teacher_spec:
+        spec["embedding"] = teacher_spec["embedding"]
+    return spec
 
 
 def spec_parameters(spec: dict[str, Any]) -> int:

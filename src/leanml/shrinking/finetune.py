@@ -3,7 +3,8 @@
 :class:`ShrinkData` holds the prepared splits once for every step: the training rows as batches (in
 memory, or streamed from Parquet past the memory budget) with the teacher's outputs for them, and the
 validation and test splits as numpy arrays for scoring. With the training rows in memory the teacher runs
-once over them; streamed, it runs on each batch.
+once over them and over the synthetic rows made around them (:mod:`leanml.shrinking.synth`); streamed,
+it runs on each batch.
 
 :func:`fit` is a short, self-contained loop: AdamW, a per-step cosine learning rate, one pass over the
 rows per epoch in a seeded order, and the weights of the epoch with the best validation metric at the end.
@@ -29,7 +30,8 @@ from leanml.metrics import HIGHER_IS_BETTER, evaluate
 from leanml.models import TabularModel
 from leanml.models.predict import predict
 from leanml.shrinking.distill import distillation_loss
-from leanml.training.batching import TensorBatches, load_split, open_split, target_moments
+from leanml.shrinking.synth import Synthesis, feature_groups
+from leanml.training.batching import MB, TARGET_BYTES, TensorBatches, load_split, open_split, target_moments
 from leanml.training.loop import TrainingError, epoch_seed
 
 TEACHER_CHUNK_ROWS = 8192
@@ -47,7 +49,13 @@ class Split:
 
 
 class ShrinkData:
-    """The prepared data every shrink step trains and measures on (see the module docstring)."""
+    """The prepared data every shrink step trains and measures on (see the module docstring).
+
+    With a :class:`~leanml.shrinking.synth.Synthesis`, the training rows in memory are joined by
+    synthetic rows made around them, unlabelled (the teacher's outputs are their only targets): as many
+    per row as it asks (:meth:`~leanml.shrinking.synth.Synthesis.factor_for`) and as fit
+    ``memory_budget_mb`` beside the real ones; none when the rows are streamed.
+    """
 
     def __init__(
         self,
@@ -56,6 +64,7 @@ class ShrinkData:
         teacher: TabularModel,
         batch_size: int,
         memory_budget_mb: float,
+        synthesis: Synthesis | None = None,
     ) -> None:
         self.task = state.target.task
         features = state.feature_names
@@ -64,29 +73,68 @@ class ShrinkData:
         self.test = _arrays(prepared.split("test"), features, self.task)
         self.target_std = target_moments(prepared.split("train"))[1] if self.task == "regression" else 1.0
         self.teacher = teacher.eval()
+        self.synthesis = synthesis
+        self.groups = feature_groups(state)
+        self.synthetic_factor = 0
+        """Synthetic rows per training row (see the class docstring)."""
+        self.no_synthetic_rows: str | None = None
+        """Why a synthesis made no rows, in words."""
+        if synthesis is not None:
+            asked = synthesis.factor_for(self.train.rows)
+            if not isinstance(self.train, TensorBatches):
+                self.no_synthetic_rows = "the training rows are streamed"
+            elif asked == 0:
+                self.no_synthetic_rows = f"the training split has more rows than {synthesis.max_rows:,}"
+            else:
+                outputs = int(_outputs(teacher, self.train.features[:1]).shape[1])
+                rows = self.train.rows
+                self.synthetic_factor = _fitting_factor(asked, rows, len(features), outputs, memory_budget_mb)
+                if self.synthetic_factor == 0:
+                    self.no_synthetic_rows = "they would not fit train.memory_budget_mb"
         self._with_teacher: TensorBatches | None = None
+
+    @property
+    def synthetic_rows(self) -> int:
+        """How many synthetic rows join the training rows."""
+        return self.synthetic_factor * self.train.rows
 
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Shuffled training batches with the teacher's outputs: ``(features, target, teacher)``.
 
         In memory, the teacher's outputs are computed once (on the first epoch) and ride along as extra
-        target columns, so the batches are the training stage's own (:class:`TensorBatches`).
+        target columns, so the batches are the training stage's own (:class:`TensorBatches`). Synthetic
+        rows, made then too, have the target NaN (class ``-1`` for multiclass): no label.
         """
         if not isinstance(self.train, TensorBatches):
             for x, y in self.train.epoch(generator):
                 yield x, y, _outputs(self.teacher, x)
             return
         if self._with_teacher is None:
-            columns = torch.cat(
-                [self.train.target.double()[:, None], _outputs(self.teacher, self.train.features).double()], 1
-            )
-            self._with_teacher = TensorBatches(self.train.features, columns, self.train.batch_size)
+            self._with_teacher = self._labelled_batches()
         for x, columns in self._with_teacher.epoch(generator):
-            yield x, columns[:, 0].to(self.train.target.dtype), columns[:, 1:].float()
+            target = columns[:, 0]
+            if self.task == "multiclass":
+                target = torch.where(target.isnan(), -1.0, target)
+            yield x, target.to(self.train.target.dtype), columns[:, 1:].float()
 
     def batches_per_epoch(self) -> int:
         """How many batches :meth:`epoch` yields (at most)."""
-        return self.train.batches_per_epoch()
+        if not self.synthetic_rows:
+            return self.train.batches_per_epoch()
+        return math.ceil((self.train.rows + self.synthetic_rows) / self.train.batch_size)
+
+    def _labelled_batches(self) -> TensorBatches:
+        """The training rows and the synthetic ones, with targets and the teacher's outputs as columns."""
+        assert isinstance(self.train, TensorBatches)
+        features, target = self.train.features, self.train.target.double()
+        if self.synthesis is not None and self.synthetic_factor:
+            rows = self.train.rows
+            features = torch.empty((rows + self.synthetic_rows, features.shape[1]), dtype=torch.float32)
+            features[:rows] = self.train.features
+            self.synthesis.rows(self.train.features, self.groups, self.synthetic_factor, out=features[rows:])
+            target = torch.cat([target, torch.full((self.synthetic_rows,), math.nan, dtype=torch.float64)])
+        columns = torch.cat([target[:, None], _outputs(self.teacher, features).double()], 1)
+        return TensorBatches(features, columns, self.train.batch_size)
 
 
 def fit(
@@ -191,6 +239,14 @@ def _outputs(model: TabularModel, features: torch.Tensor) -> torch.Tensor:
             model(features[s : s + TEACHER_CHUNK_ROWS]) for s in range(0, len(features), TEACHER_CHUNK_ROWS)
         ]
     return torch.cat(parts) if parts else torch.zeros(0, 1)
+
+
+def _fitting_factor(factor: int, rows: int, n_features: int, outputs: int, memory_budget_mb: float) -> int:
+    """At most ``factor`` synthetic rows per training row such that all rows, as features and target +
+    teacher columns, fit the memory budget beside the training split itself."""
+    row_bytes = 4 * n_features + 8 * (1 + outputs)
+    budget = memory_budget_mb * MB - rows * (4 * n_features + TARGET_BYTES)
+    return max(0, min(factor, int(budget // max(rows * row_bytes, 1)) - 1))
 
 
 def _arrays(path: Path, features: list[str], task: str) -> Split:

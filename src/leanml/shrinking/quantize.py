@@ -32,4 +32,3 @@ def quantize_int8(onnx_model: bytes, per_channel: bool = True) -> bytes:
         finally:
             root.setLevel(level)
         return target.read_bytes()
-

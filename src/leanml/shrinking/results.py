@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 ERROR_METRICS = ("rmse", "mae", "log_loss")
 """Metrics whose budget is relative to the parent's value (the others are scores in [0, 1])."""
 
+
 @dataclass
 class Candidate:
     """A model a step produced, with its served graph and figures."""
@@ -126,7 +127,6 @@ class ShrinkResult:
     files: list[Path] = field(default_factory=list)
     batch1_p50_us: dict[str, float] = field(default_factory=dict)
     """p50 latency at batch 1 of the parent and the final graph, timed side by side (when they differ)."""
-
 
 
 def shrink_summary(result: ShrinkResult, config: Config) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from leanml.bundle import BundleInputs, BundleRef, ModelStore, load_bundle, reso
 from leanml.bundle.artifact import CONFIG, MODEL_ONNX, PREPROCESS, REFERENCE, Bundle, reference_inputs
 from leanml.bundle.graph import graph_inputs
 from leanml.bundle.store import VERSION_RE
-from leanml.config import Config, apply_overrides, load_config, parse_config, with_section
+from leanml.config import Config, ShrinkConfig, apply_overrides, load_config, parse_config, with_section
 from leanml.data.prepare import ensure_prepared
 from leanml.data.prepared import PreparedData
 from leanml.errors import ConfigError, LeanMLError, StateError
@@ -37,13 +37,14 @@ from leanml.shrinking.quantize import is_int8
 from leanml.shrinking.report import write_reports
 from leanml.shrinking.results import Budget, ShrinkResult, shrink_summary
 from leanml.shrinking.steps import ShrinkRun, describe, test_metrics, unmet
+from leanml.shrinking.synth import Synthesis
+from leanml.tracking import log_shrunk, tracked_run
 
 SHRINK_JSON = "shrink.json"
 
 
 class ShrinkError(LeanMLError):
     """Shrinking cannot start (e.g. the prepared data does not match the parent's preprocessing)."""
-
 
 
 def run_shrink(
@@ -68,7 +69,12 @@ def run_shrink(
     check_metric(task, metric, "shrink.metric")
     with steps.step("loading the prepared splits and the teacher's outputs"):
         data = ShrinkData(
-            prepared, parent.state, parent.model, sc.distill.batch_size, cfg.train.memory_budget_mb
+            prepared,
+            parent.state,
+            parent.model,
+            sc.distill.batch_size,
+            cfg.train.memory_budget_mb,
+            _synthesis(sc),
         )
     if len(data.validation.target) == 0:
         raise ConfigError(
@@ -199,7 +205,10 @@ def shrink_reference(
     else:
         cfg = bundled_config(ref.path, overrides)
     cfg = shrink_options(cfg, max_metric_drop, target_latency_us, target_size_kb, methods)
-    return run_shrink(ref.path, cfg, console=console)
+    with tracked_run(cfg, "shrink") as tracker:  # tracking.mlflow: one run, every step's figures
+        result = run_shrink(ref.path, cfg, console=console)
+        log_shrunk(tracker, result)
+    return result
 
 
 def _check_same_preprocessing(parent: Bundle, prepared: PreparedData) -> None:
@@ -218,3 +227,19 @@ def _store_of(ref: BundleRef, config: Config) -> ModelStore:
     if VERSION_RE.match(ref.path.name) and ref.path.parent.name == ref.name:
         return ModelStore(ref.path.parent.parent)
     return ModelStore(config.store)
+
+
+def _synthesis(shrink: ShrinkConfig) -> Synthesis | None:
+    """The synthetic rows ``shrink.distill`` asks for; ``None`` without distillation or with ``none``."""
+    d = shrink.distill
+    if "distill" not in shrink.methods or d.synthetic == "none":
+        return None
+    return Synthesis(
+        d.synthetic,
+        d.synthetic_factor,
+        shrink.seed,
+        d.munge_p,
+        d.munge_s,
+        d.mixup_alpha,
+        d.synthetic_max_rows,
+    )

@@ -44,7 +44,6 @@ INT8_MAX_SLOWDOWN = 1.10
 """An int8 graph that is only smaller is kept when batch-1 latency stays within this factor."""
 
 
-
 class ShrinkRun:
     """The state one shrink run threads through its steps: data, budget, and the records so far."""
 
@@ -168,36 +167,70 @@ class ShrinkRun:
 
     # ------------------------------------------------------------------ steps
     def distill(self, current: Candidate) -> Candidate:
-        """Distil into the smallest student of the ladder that keeps the budget (binary search)."""
+        """Distil into the smallest student that keeps the budget: a binary search over the ladder of
+        plain MLPs, then (``distill.embedding: auto``, when none of them keeps it) over students with the
+        teacher's numeric embedding."""
         d = self.shrink.distill
         if current.spec["arch"] == "linear":
             self.record(
                 "distill", current, "not kept", "the parent is a linear model: there is nothing smaller"
             )
             return current
-        teacher_size = current.measurement.parameters
-        if d.student is not None:
-            ladder = [tuple(d.student)]
-        else:
-            ladder = [
-                h for h in STUDENT_LADDER if spec_parameters(student_spec(current.spec, h)) < teacher_size
-            ]
-        if not ladder:
+        embedded = "embedding" in current.spec
+        choices = {"none": [False], "keep": [embedded], "auto": [False, True] if embedded else [False]}
+        trained: list[Candidate] = []
+        chosen: Candidate | None = None
+        for embedding in choices[d.embedding]:
+            ladder = self._ladder(current, embedding)
+            chosen = self._search(current, ladder, trained)
+            if chosen is not None:
+                break
+        if not trained:
             self.record("distill", current, "not kept", "the parent is no larger than the smallest student")
             return current
+        rows = self._rows_trained_on()
+        for made in trained:
+            if made is chosen:
+                self.record(
+                    "distill",
+                    made,
+                    "kept",
+                    f"the smallest student inside the budget ({len(trained)} tried; {rows})",
+                )
+            elif self.within(made):
+                self.record("distill", made, "rolled back", "inside the budget, but a smaller student is too")
+            else:
+                self.record("distill", made, "rolled back", self.over_budget(made))
+        return chosen if chosen is not None else current
+
+    def _ladder(self, current: Candidate, embedding: bool) -> list[dict[str, Any]]:
+        """Student specs to search, smallest first: ``distill.student``, else the rungs of
+        :data:`STUDENT_LADDER` smaller than the parent."""
+        d = self.shrink.distill
+        widths = [tuple(d.student)] if d.student is not None else STUDENT_LADDER
+        specs = [student_spec(current.spec, hidden, embedding) for hidden in widths]
+        if d.student is not None:
+            return specs
+        return [spec for spec in specs if spec_parameters(spec) < current.measurement.parameters]
+
+    def _search(
+        self, current: Candidate, ladder: list[dict[str, Any]], trained: list[Candidate]
+    ) -> Candidate | None:
+        """Binary search of ``ladder`` for its smallest student inside the budget, training at most
+        ``distill.max_students``; every student trained is appended to ``trained``."""
+        d = self.shrink.distill
         low, high, tried = 0, len(ladder) - 1, 0
         passed: list[tuple[int, Candidate]] = []
-        trained: list[Candidate] = []
         while low <= high and tried < d.max_students:
             middle = (low + high) // 2
-            spec = student_spec(current.spec, ladder[middle])
+            spec = ladder[middle]
             torch.manual_seed(self.shrink.seed)
             student = build_model(spec)
             if student.rescale:  # regression: the student learns the standardized target, as the teacher did
                 student.set_target_scaling(
                     float(current.model.target_shift[0]), float(current.model.target_scale[0])
                 )
-            label = f"distilling into mlp {list(ladder[middle])}"
+            label = f"distilling into {describe(spec)}"
             student = self.fit(student, self.epochs(d.epochs, *STUDENT_STEPS), d.lr, label, d.alpha)
             made = self.candidate(student, spec, describe(spec))
             trained.append(made)
@@ -207,17 +240,17 @@ class ShrinkRun:
                 high = middle - 1
             else:
                 low = middle + 1
-        chosen = min(passed, key=lambda item: item[0]) if passed else None
-        for made in trained:
-            if chosen is not None and made is chosen[1]:
-                self.record(
-                    "distill", made, "kept", f"the smallest student inside the budget ({tried} tried)"
-                )
-            elif self.within(made):
-                self.record("distill", made, "rolled back", "inside the budget, but a smaller student is too")
-            else:
-                self.record("distill", made, "rolled back", self.over_budget(made))
-        return chosen[1] if chosen is not None else current
+        return min(passed, key=lambda item: item[0])[1] if passed else None
+
+    def _rows_trained_on(self) -> str:
+        """The rows the students learnt from, in words."""
+        data = self.data
+        text = f"{data.train.rows:,} training rows"
+        if data.synthetic_rows and data.synthesis is not None:
+            text += f" + {data.synthetic_rows:,} {data.synthesis.kind} rows"
+        elif data.no_synthetic_rows:
+            text += f", no synthetic rows: {data.no_synthetic_rows}"
+        return text
 
     def prune(self, current: Candidate) -> Candidate:
         """Structured pruning in steps with fine-tuning, then optional unstructured pruning."""
@@ -320,13 +353,16 @@ class ShrinkRun:
 
 
 def describe(spec: dict[str, Any]) -> str:
-    """A short name of a network: ``mlp [32, 16]``, ``resmlp 128 × 3 [256, 256, 256]``."""
+    """A short name of a network: ``mlp [32, 16]``, ``resmlp 128 × 3 [256, 256, 256]``, with ``+ periodic
+    embedding`` when it embeds its numeric inputs."""
     if spec["arch"] == "resmlp":
         hyper = spec["hyperparameters"]
-        return f"resmlp {hyper['width']} × {hyper['blocks']} {hidden_widths(spec)}"
-    if spec["arch"] == "mlp":
-        return f"mlp {hidden_widths(spec)}"
-    return spec["arch"]
+        name = f"resmlp {hyper['width']} × {hyper['blocks']} {hidden_widths(spec)}"
+    elif spec["arch"] == "mlp":
+        name = f"mlp {hidden_widths(spec)}"
+    else:
+        name = spec["arch"]
+    return name + (f" + {spec['embedding']['kind']} embedding" if "embedding" in spec else "")
 
 
 def unmet(final: Candidate, parent: Candidate, run: ShrinkRun) -> str | None:
