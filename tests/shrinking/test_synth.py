@@ -257,6 +257,7 @@ def test_the_cli_distils_on_munge_rows_into_a_plain_student_that_loads_and_serve
     leanml.train(parse_config(raw))
     store = tmp_path / "models"
     settings = ["--set", "shrink.distill.student=[8]", "--set", "shrink.distill.epochs=3"]
+    settings += ["--set", "shrink.distill.synthetic=munge"]
     args = ["shrink", f"{store}/small@v1", "--config", str(config_file), "--methods", "distill"]
     result = CliRunner().invoke(app, [*args, "--max-metric-drop", "1.0", *settings])
     assert result.exit_code == 0, result.output
