@@ -32,7 +32,8 @@ from rich.console import Console
 
 from leanml.cluster.prepare import prepare_on_ray
 from leanml.cluster.session import Cluster, ClusterError
-from leanml.config import PREPARE_SECTIONS, Config
+from leanml.config import Config
+from leanml.data.prepare import ensure_prepared
 from leanml.data.prepared import SPLITS, PreparedData
 from leanml.models import load_model
 from leanml.training import loop, stage
@@ -63,9 +64,7 @@ def train_on_ray(
             on_epoch(record)  # the epochs as the local loop would have told them (tracking)
         return result
 
-    prepared = PreparedData(config.stage_dir("prepare"))
-    if not prepared.exists() or prepared.quality().get("config_hash") != config.digest(PREPARE_SECTIONS):
-        prepare_on_ray(config, cluster, console=console)
+    ensure_prepared(config, console, stage=lambda cfg, console: prepare_on_ray(cfg, cluster, console=console))
     return stage.train_and_bundle(config, resume=resume, console=console, trainer=trainer)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,11 +369,17 @@ def _reason_counts(frame: pl.DataFrame) -> dict[str, int]:
     return {str(reason): int(n) for reason, n in sorted(frame.iter_rows())}
 
 
-def ensure_prepared(config: Config, console: Console | None = None, force: bool = False) -> PreparedData:
+def ensure_prepared(
+    config: Config,
+    console: Console | None = None,
+    force: bool = False,
+    stage: Callable[..., PrepareResult] | None = None,
+) -> PreparedData:
     """The prepared data for ``config``, (re)running the stage when it is missing or stale.
 
     The quality report records a digest of the config's data sections; when they changed since the
-    folder was prepared (other data, columns, target or split), the stage runs again.
+    folder was prepared (other data, columns, target or split), the stage runs again: ``stage`` (called
+    like :func:`prepare`; default :func:`prepare` itself, e.g. the Ray stage on a cluster).
     """
     prepared = PreparedData(config.stage_dir("prepare"))
     if not force and prepared.exists():
@@ -383,4 +389,4 @@ def ensure_prepared(config: Config, console: Console | None = None, force: bool 
             console.print(
                 "[yellow]the data sections of the config changed since preparing: preparing again[/yellow]"
             )
-    return prepare(config, console=console).prepared
+    return (stage or prepare)(config, console=console).prepared
