@@ -40,6 +40,8 @@ from leanml.training import loop, stage
 from leanml.training.loop import CHECKPOINT_PATH, METRICS_JSON, DataParallel, TrainResult
 
 LAST_RUN = "last-train-run.txt"
+EPOCH_FILE = "ray-epoch.json"
+"""File in each Ray checkpoint naming the epoch it holds."""
 """File in the storage folder naming the last training run (what ``--resume`` continues)."""
 
 
@@ -90,6 +92,7 @@ def train_model_on_ray(
             "prepared": str(prepared.folder.absolute()),
             "resume": resume,
             "threads": max(1, int(cluster.cpus)),
+            "events": str(_events_path(cluster, name)),  # restarts after a lost worker
         },
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(
@@ -102,6 +105,8 @@ def train_model_on_ray(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
+    events = _events_path(cluster, name)
+    earlier = len(read_restarts(events)) + (1 if resume else 0)  # --resume itself restores once
     try:
         result = trainer.fit()
     except Exception as exc:
@@ -109,6 +114,13 @@ def train_model_on_ray(
         raise ClusterError(f"training on Ray failed: {first}") from exc
     if result.checkpoint is None:
         raise ClusterError("training on Ray ended without a checkpoint (no epoch finished)")
+    restarts = read_restarts(events)[earlier:]
+    if console is not None and restarts:
+        epochs = ", ".join(str(epoch) for epoch in restarts)
+        console.print(
+            f"[yellow]a worker was lost {len(restarts)} time(s); the run went on from the checkpoint "
+            f"of epoch {epochs}[/yellow]"
+        )
     out.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as folder:
         shutil.copytree(folder, out, dirs_exist_ok=True)
@@ -123,6 +135,19 @@ def _run_name(config: Config, cluster: Cluster, resume: bool) -> str:
     name = f"{config.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
     pointer.write_text(name)
     return name
+
+
+def _events_path(cluster: Cluster, name: str) -> Path:
+    """Where worker 0 records restarts of the run ``name`` (a JSON line per restart)."""
+    return cluster.storage / name / "leanml-events.jsonl"
+
+
+def read_restarts(events: Path) -> list[int]:
+    """The epochs whose checkpoint the run restarted from after a lost worker, in order."""
+    if not events.exists():
+        return []
+    lines = events.read_text().splitlines()
+    return [json.loads(line)["epoch"] for line in lines if line.strip()]
 
 
 def _result_from(out: Path) -> TrainResult:
@@ -165,6 +190,14 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         with restored.as_directory() as folder:
             shutil.copytree(folder, out, dirs_exist_ok=True)
         resume = True
+        held = out / EPOCH_FILE
+        epoch = json.loads(held.read_text())["epoch"] if held.exists() else None
+        held.unlink(missing_ok=True)  # not part of the run's outputs
+        if rank == 0 and epoch is not None:
+            events = Path(settings["events"])
+            events.parent.mkdir(parents=True, exist_ok=True)
+            with events.open("a") as sink:  # one short line per restart: appending is enough
+                sink.write(json.dumps({"event": "restored", "epoch": epoch}) + "\n")
 
     def report(record: dict[str, Any]) -> None:
         metrics = {"epoch": record["epoch"], "train_loss": record["train_loss"]}
@@ -172,6 +205,7 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
                 shutil.copytree(out / CHECKPOINT_PATH.parent, Path(folder) / CHECKPOINT_PATH.parent)
+                (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": record["epoch"]}))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
             else:
                 ray.train.report(metrics)
