@@ -23,13 +23,18 @@ Outputs of the preprocessing graph: ``features`` ``[N, F]`` FLOAT in ``state.fea
 
 Every step is done with the same float64 operations, in the same order, as the Polars expressions, so the
 float64 features are bit-identical before the final cast to float32. Datetime calendar parts are computed
-from the epoch in int64 arithmetic (floor division, so dates before 1970 agree with Polars).
+from the epoch in int64 arithmetic (floor division, so dates before 1970 agree with Polars), the date parts
+looked up in a table of one 400-year cycle of the calendar.
+
+At batch 1 a run of ONNX Runtime costs about a microsecond per node, more than the arithmetic of most
+nodes, so the graph is built for few nodes: each kind of column is computed for all its columns at once,
+and nodes that no output reads (checks and indicators the state does not ask for) are dropped.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -82,7 +87,18 @@ ONNX_OUTPUT = "output"
 _BATCH = "N"
 _MICROS_PER_SECOND = 1_000_000
 _MICROS_PER_DAY = 86_400 * _MICROS_PER_SECOND
-_UNSEEN, _MISSING, _INVALID = -1, -2, -3  # category codes of an unseen, a missing, an invalid value
+# What a categorical value is: a category (or an infrequent one), unseen, missing, invalid. Missing and
+# invalid values (>= _MISSING) are imputed.
+_KNOWN, _UNSEEN, _MISSING, _INVALID = 0, 1, 2, 3
+_CYCLE_DAYS = 146_097
+"""Days in 400 Gregorian years, after which the calendar repeats (20,871 weeks: weekdays too)."""
+_CYCLE_MICROS = _CYCLE_DAYS * _MICROS_PER_DAY
+_DATE_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear")
+_TIME_PARTS = {  # part: (unit, modulus) in µs of the day
+    "hour": (3_600 * _MICROS_PER_SECOND, 24),
+    "minute": (60 * _MICROS_PER_SECOND, 60),
+    "second": (_MICROS_PER_SECOND, 60),
+}
 _INPUT_TYPES = {
     "numeric": TensorProto.DOUBLE,
     "categorical": TensorProto.STRING,
@@ -92,6 +108,8 @@ _TYPE_NAMES = {TensorProto.DOUBLE: "DOUBLE", TensorProto.STRING: "STRING", Tenso
 
 Key = tuple[Any, ...]
 """Identifies one column of an intermediate block: ``(kind, column, detail)``."""
+Slot = tuple[str, int]
+"""A column of the datetime values: ``(part, index of the datetime column)``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,19 +185,24 @@ class _Builder:
     def concat(self, tensors: Sequence[str], axis: int = 1) -> str:
         return tensors[0] if len(tensors) == 1 else self.op("Concat", *tensors, axis=axis)
 
-    def gather_columns(self, matrix: str, indices: Sequence[int]) -> str:
-        return self.op("Gather", matrix, self.const(list(indices), np.int64, "columns"), axis=1)
+    def gather_columns(self, matrix: str, indices: Sequence[int], out: str | None = None) -> str:
+        return self.op("Gather", matrix, self.const(list(indices), np.int64, "columns"), axis=1, out=out)
 
-    def empty_bool(self, like: str) -> str:
-        """An ``[N, 0]`` boolean tensor (no checks), N taken from ``like``."""
-        rows = self.op(
-            "Slice",
-            self.op("Shape", like),
-            self.const([0], np.int64),
-            self.const([1], np.int64),
-        )
-        shape = self.op("Concat", rows, self.const([0], np.int64), axis=0)
-        return self.op("ConstantOfShape", shape, value=numpy_helper.from_array(np.zeros(1, dtype=bool)))
+    def used(self, outputs: Sequence[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+        """The nodes that ``outputs`` depend on, in order, and the constants those nodes read.
+
+        The per-kind builders compute every check and indicator a column may need, and leave the choice
+        to the outputs: ONNX Runtime runs every node of a graph, read or not, and at batch 1 each node
+        costs about a microsecond, more than the arithmetic it does.
+        """
+        needed = set(outputs)
+        kept: list[onnx.NodeProto] = []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                kept.append(node)
+                needed.update(name for name in node.input if name)
+        kept.reverse()
+        return kept, [tensor for tensor in self.initializers if tensor.name in needed]
 
 
 class _Check(NamedTuple):
@@ -190,37 +213,57 @@ class _Check(NamedTuple):
     width: int
 
 
-class _Block:
-    """An ``[N, k]`` DOUBLE or BOOL tensor and what each of its k columns is."""
+class _Block(NamedTuple):
+    """An ``[N, k]`` tensor of type ``dtype`` and what each of its k columns is (None: no feature)."""
 
-    def __init__(self, tensor: str, keys: Sequence[Key | None]) -> None:
-        self.tensor = tensor
-        self.keys = list(keys)
+    tensor: str
+    keys: list[Key | None]
+    dtype: int
+
+
+class _Kind(NamedTuple):
+    """What the columns of one kind contribute to the graph.
+
+    ``values``: DOUBLE blocks still to be scaled, one :class:`~leanml.data.state.ScaleState` per column
+    in ``scales`` (numeric values after outliers and imputation; datetime epoch seconds and calendar
+    parts); ``blocks``: finished features (piecewise-linear bins, one-hot columns); ``missing``: a BOOL
+    block, per input column whether the value was imputed (the ``missing_indicator`` features);
+    ``checks``: the per-row serving checks, by ``(kind, column)``.
+    """
+
+    values: list[_Block]
+    scales: list[ScaleState]
+    blocks: list[_Block]
+    missing: _Block
+    checks: dict[Key, _Check]
+
+
+def _columns_check(kind: str, tensor: str, names: Sequence[str]) -> dict[Key, _Check]:
+    """The check ``kind`` of every column of an ``[N, len(names)]`` BOOL tensor."""
+    return {(kind, name): _Check(tensor, i, len(names)) for i, name in enumerate(names)}
 
 
 # --------------------------------------------------------------------------------------------------
 # Per-kind blocks: numeric, categorical, datetime
 # --------------------------------------------------------------------------------------------------
-def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], dict[Key, _Check]]:
-    """Outliers → impute → scale, for all numeric columns at once on an ``[N, M]`` block.
+def _numeric(g: _Builder, columns: list[NumericState]) -> _Kind:
+    """Outliers → impute, for all numeric columns at once on an ``[N, M]`` block (scaled by the caller).
 
     Mirrors ``convert.to_number`` (NaN missing; ±inf and beyond float32 invalid, hence null), then
     ``_outlier_exprs`` and ``_feature_exprs``: flagged = below lower or above upper (never for null),
-    clip / null by the serving action, fill the nulls, scale; the piecewise-linear encodings of the filled
-    values beside.
+    clip / null by the serving action, fill the nulls; the piecewise-linear encodings of the filled values
+    beside.
     """
     names = [c.name for c in columns]
     x = g.concat(names)
-    missing = g.op("IsNaN", x)
-    usable = g.op("LessOrEqual", g.op("Abs", x), g.const(convert.FLOAT32_MAX, np.float64))  # False for NaN
-    null = g.op("Not", usable)
-    checks: dict[Key, _Check] = {}
-    invalid = g.op("And", null, g.op("Not", missing))
-    for i, name in enumerate(names):
-        checks[("invalid", name)] = _Check(invalid, i, len(names))
+    size = g.op("Abs", x)
+    limit = g.const(convert.FLOAT32_MAX, np.float64)
+    usable = g.op("LessOrEqual", size, limit)  # False for NaN
+    checks = _columns_check("invalid", g.op("Greater", size, limit), names)  # also False for NaN
 
     rules = [c.outliers for c in columns]
     value = x
+    keep = usable  # the value (clipped) is used; otherwise the column's fill
     if any(rule is not None for rule in rules):
         lower = [rule.lower if rule and rule.lower is not None else -np.inf for rule in rules]
         upper = [rule.upper if rule and rule.upper is not None else np.inf for rule in rules]
@@ -230,8 +273,7 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
             g.op("Greater", x, g.row(upper, np.float64, "upper")),
         )
         flagged = g.op("And", outside, usable)
-        for i, name in enumerate(names):
-            checks[("outlier", name)] = _Check(flagged, i, len(names))
+        checks.update(_columns_check("outlier", flagged, names))
         actions = [serving_action(rule) if rule else None for rule in rules]
         if "clip" in actions:
             clip_lower = [lo if a == "clip" else -np.inf for lo, a in zip(lower, actions, strict=True)]
@@ -243,23 +285,23 @@ def _numeric(g: _Builder, columns: list[NumericState]) -> tuple[list[_Block], di
             )
         if "null" in actions:
             nulled = g.row([a == "null" for a in actions], bool, "null_action")
-            null = g.op("Or", null, g.op("And", flagged, nulled))
-    filled = g.op("Where", null, g.row([c.fill for c in columns], np.float64, "fill"), value)
-    scaled = _scale(g, filled, [c.scale for c in columns])
-    blocks = [
-        _Block(scaled, [("numeric", name) for name in names]),
-        _Block(g.op("Cast", null, to=TensorProto.DOUBLE), [("missing", name) for name in names]),
-    ]
-    if any(c.ple_edges for c in columns):
-        blocks.append(_piecewise_linear(g, filled, columns))
-    return blocks, checks
+            keep = g.op("And", usable, g.op("Not", g.op("And", flagged, nulled)))
+    filled = g.op("Where", keep, value, g.row([c.fill for c in columns], np.float64, "fill"))
+    blocks = [_piecewise_linear(g, filled, columns)] if any(c.ple_edges for c in columns) else []
+    return _Kind(
+        values=[_Block(filled, [("numeric", name) for name in names], TensorProto.DOUBLE)],
+        scales=[c.scale for c in columns],
+        blocks=blocks,
+        missing=_Block(g.op("Not", keep), [("missing", name) for name in names], TensorProto.BOOL),
+        checks=checks,
+    )
 
 
 def _piecewise_linear(g: _Builder, filled: str, columns: list[NumericState]) -> _Block:
     """Every bin of every ``encode: ple`` column of the imputed ``[N, M]`` block, as
     :func:`~leanml.data.transform.ple_bins` defines them: ``clip((x - start) / width, low, high)``."""
     indices: list[int] = []
-    keys: list[Key] = []
+    keys: list[Key | None] = []
     bins: list[PleBin] = []
     for m, column in enumerate(columns):
         for t, piece in enumerate(ple_bins(column.ple_edges)):
@@ -273,9 +315,8 @@ def _piecewise_linear(g: _Builder, filled: str, columns: list[NumericState]) -> 
         g.row([b.width for b in bins], np.float64, "ple_width"),
     )
     low = g.row([b.low for b in bins], np.float64, "ple_low")
-    return _Block(
-        g.op("Min", g.op("Max", share, low), g.row([b.high for b in bins], np.float64, "ple_high")), keys
-    )
+    clipped = g.op("Min", g.op("Max", share, low), g.row([b.high for b in bins], np.float64, "ple_high"))
+    return _Block(clipped, keys, TensorProto.DOUBLE)
 
 
 def _scale(g: _Builder, block: str, scales: Sequence[ScaleState]) -> str:
@@ -350,229 +391,195 @@ def _quantile_scaled(g: _Builder, block: str, scales: Sequence[ScaleState]) -> s
     return g.op("Where", g.op("Equal", x, lo), look_up("scores", lower), at_hi)
 
 
-def _categorical(
-    g: _Builder, columns: list[CategoricalState], null_values: Sequence[str]
-) -> tuple[list[_Block], dict[Key, _Check]]:
+def _categorical(g: _Builder, columns: list[CategoricalState], null_values: Sequence[str]) -> _Kind:
     """One-hot with an infrequent column, for all categorical columns at once.
 
-    Each column's text is mapped (``LabelEncoder``) to a code in one shared one-hot space: each category
-    to its own column, every infrequent category to the column's infrequent column, a null token to
-    ``-2`` (missing) and anything else to ``-1`` (unseen, all zeros). Missing codes are replaced by the
-    code of the frozen fill, as ``fill_null(fill)`` does before encoding.
+    Each column's text is mapped (``LabelEncoder``) to its position in one shared one-hot space of G
+    columns: each category to its own column, every infrequent category to the column's infrequent
+    column, a null token (or an invalid value) to the position of the frozen fill, as ``fill_null(fill)``
+    does before encoding, and anything else to G, which ``OneHot`` encodes as all zeros (an unseen
+    category). A second ``LabelEncoder`` per column tells missing, invalid and unseen values apart, for
+    the indicators and checks; no output reads it unless a column asks for one.
     """
-    codes: list[str] = []
-    keys: list[Key] = []
-    fills: list[int] = []
+    depth = sum(len(c.categories) + bool(c.infrequent) for c in columns)  # G
+    positions: list[str] = []
+    statuses: list[str] = []
+    keys: list[Key | None] = []
     for column in columns:
         base = len(keys)
-        mapping = {category: base + i for i, category in enumerate(column.categories)}
+        position_of = {category: base + i for i, category in enumerate(column.categories)}
         keys += [("category", column.name, i) for i in range(len(column.categories))]
         if column.infrequent:
-            mapping.update({category: len(keys) for category in column.infrequent})
+            position_of.update({category: len(keys) for category in column.infrequent})
             keys.append(("infrequent", column.name))
-        fills.append(mapping.get(column.fill, _UNSEEN))
+        status_of = dict.fromkeys(position_of, _KNOWN)
         # A null token is missing even if it is also spelled like a category (Polars checks nulls first).
-        mapping.update({token: _MISSING for token in [*null_values, MISSING_STRING]})
-        mapping[INVALID_STRING] = _INVALID
-        codes.append(
-            g.op(
-                "LabelEncoder",
-                column.name,
-                domain=ML_DOMAIN,
-                keys_strings=list(mapping),
-                values_int64s=list(mapping.values()),
-                default_int64=_UNSEEN,
-            )
-        )
-    code = g.concat(codes)
-    invalid = g.op("Equal", code, g.const(_INVALID, np.int64))
-    missing = g.op("Or", g.op("Equal", code, g.const(_MISSING, np.int64)), invalid)
-    unseen = g.op("Equal", code, g.const(_UNSEEN, np.int64))
-    filled = g.op("Where", missing, g.row(fills, np.int64, "fill_code"), code)
-    blocks = [_Block(g.op("Cast", missing, to=TensorProto.DOUBLE), [("missing", c.name) for c in columns])]
+        status_of.update(dict.fromkeys([*null_values, MISSING_STRING], _MISSING))
+        status_of[INVALID_STRING] = _INVALID
+        fill = position_of.get(column.fill, depth)
+        position_of.update({text: fill for text, status in status_of.items() if status != _KNOWN})
+        positions.append(_label_encoder(g, column.name, position_of, depth))
+        statuses.append(_label_encoder(g, column.name, status_of, _UNSEEN))
+    names = [c.name for c in columns]
+    status = g.concat(statuses)
+    checks = _columns_check("unseen_category", g.op("Equal", status, g.const(_UNSEEN, np.int64)), names)
+    checks.update(_columns_check("invalid", g.op("Equal", status, g.const(_INVALID, np.int64)), names))
+    blocks: list[_Block] = []
     if keys:
-        space = g.const(np.arange(len(keys), dtype=np.int64).reshape(1, 1, -1), np.int64, "onehot_space")
-        hits = g.op("Equal", g.op("Unsqueeze", filled, g.const([2], np.int64)), space)  # [N, C, G]
-        onehot = g.op(
-            "ReduceSum", g.op("Cast", hits, to=TensorProto.DOUBLE), g.const([1], np.int64), keepdims=0
-        )
-        blocks.append(_Block(onehot, keys))
-    checks = {("unseen_category", c.name): _Check(unseen, i, len(columns)) for i, c in enumerate(columns)}
-    checks.update({("invalid", c.name): _Check(invalid, i, len(columns)) for i, c in enumerate(columns)})
-    return blocks, checks
+        # A position outside [-G, G - 1] (here G itself: unseen, or a fill that is no category) gives
+        # a row of zeros.
+        hot = g.op(
+            "OneHot",
+            g.concat(positions),
+            g.const(depth, np.int64, "depth"),
+            g.const([0.0, 1.0], np.float32, "off_on"),
+        )  # [N, C, G]; FLOAT, as ONNX Runtime has no DOUBLE OneHot (0 and 1 are exact either way)
+        onehot = g.op("ReduceSum", hot, g.const([1], np.int64), keepdims=0)
+        blocks.append(_Block(onehot, keys, TensorProto.FLOAT))
+    missing = g.op("GreaterOrEqual", status, g.const(_MISSING, np.int64))  # missing or invalid: imputed
+    return _Kind(
+        values=[],
+        scales=[],
+        blocks=blocks,
+        missing=_Block(missing, [("missing", name) for name in names], TensorProto.BOOL),
+        checks=checks,
+    )
 
 
-def _datetime(g: _Builder, columns: list[DatetimeState]) -> tuple[list[_Block], dict[Key, _Check]]:
-    """Epoch seconds and calendar parts, imputed and scaled, for all datetime columns at once.
+def _label_encoder(g: _Builder, column: str, mapping: Mapping[str, int], default: int) -> str:
+    """``[N, 1]`` INT64: each text of ``column`` looked up in ``mapping`` (else ``default``)."""
+    return g.op(
+        "LabelEncoder",
+        column,
+        domain=ML_DOMAIN,
+        keys_strings=list(mapping),
+        values_int64s=list(mapping.values()),
+        default_int64=default,
+    )
+
+
+def _datetime(g: _Builder, columns: list[DatetimeState]) -> _Kind:
+    """Epoch seconds and calendar parts, imputed, for all datetime columns at once (scaled by the caller).
 
     Mirrors Polars: ``seconds = µs / 1e6`` (float64), fill, then the moment ``round(seconds * 1e6)``
-    (half to even, as ``Expr.round``) whose parts are computed in int64 arithmetic.
+    (half to even, as ``Expr.round``) whose calendar parts :func:`_calendar` finds.
     """
     names = [c.name for c in columns]
     x = g.concat(names)
-    missing = g.op("Equal", x, g.const(MISSING_INT64, np.int64))
     invalid = g.op("Equal", x, g.const(INVALID_INT64, np.int64))
-    null = g.op("Or", missing, invalid)
+    # MISSING_INT64 and INVALID_INT64 are the two smallest int64 values: one comparison finds both.
+    null = g.op("LessOrEqual", x, g.const(INVALID_INT64, np.int64))
     micros = g.const(float(_MICROS_PER_SECOND), np.float64)
     seconds = g.op("Div", g.op("Cast", x, to=TensorProto.DOUBLE), micros)
     handled = g.op("Where", null, g.row([c.fill_epoch for c in columns], np.float64, "fill_epoch"), seconds)
 
-    parts_needed = sorted({out.part for c in columns for out in c.outputs if out.part != "epoch"})
-    stacked = [handled]
-    where: dict[str, int] = {"epoch": 0}
-    if parts_needed:
+    # Slots: the columns of the blocks an output may read, as (part, index of the datetime column).
+    tensors, slots = [handled], [[("epoch", d) for d in range(len(columns))]]
+    parts = sorted({out.part for c in columns for out in c.outputs if out.part != "epoch"})
+    if parts:
         moment = g.op("Cast", g.op("Round", g.op("Mul", handled, micros)), to=TensorProto.INT64)
-        calendar = _Calendar(g, moment)
-        for part in parts_needed:
-            where[part] = len(stacked)
-            stacked.append(g.op("Cast", calendar.part(part), to=TensorProto.DOUBLE))
-    matrix = g.concat(stacked)  # [N, D * len(stacked)]: part-major
-    indices, keys, scales = [], [], []
-    for d, column in enumerate(columns):
-        for k, out in enumerate(column.outputs):
-            indices.append(where[out.part] * len(columns) + d)
-            keys.append(("datetime", column.name, k))
-            scales.append(out.scale)
-    blocks = [_Block(g.op("Cast", null, to=TensorProto.DOUBLE), [("missing", name) for name in names])]
-    if indices:
-        blocks.append(_Block(_scale(g, g.gather_columns(matrix, indices), scales), keys))
-    checks = {("invalid", name): _Check(invalid, i, len(names)) for i, name in enumerate(names)}
-    return blocks, checks
+        for tensor, block_slots in _calendar(g, moment, parts, len(columns)):
+            tensors.append(tensor)
+            slots.append(block_slots)
+    every_slot = [slot for block_slots in slots for slot in block_slots]
+    reads = [every_slot.index((out.part, d)) for d, c in enumerate(columns) for out in c.outputs]
+    outputs = [(("datetime", c.name, k), out.scale) for c in columns for k, out in enumerate(c.outputs)]
+    if len(set(reads)) != len(reads):  # pragma: no cover - fitting lists each part of a column once
+        raise DataError("a datetime column lists a calendar part twice; its features would clash")
+    # Each slot feeds at most one output: the blocks are scaled as they are, and a slot no output reads
+    # (a part another datetime column asked for) is left unscaled and unread.
+    keys: list[Key | None] = [None] * len(every_slot)
+    scales = [ScaleState(method="none")] * len(every_slot)
+    for slot, (key, scale) in zip(reads, outputs, strict=True):
+        keys[slot], scales[slot] = key, scale
+    starts = itertools.accumulate([0, *map(len, slots)])
+    values = [
+        _Block(tensor, keys[start : start + len(block_slots)], TensorProto.DOUBLE)
+        for tensor, block_slots, start in zip(tensors, slots, starts, strict=False)
+    ]
+    return _Kind(
+        values=values,
+        scales=scales,
+        blocks=[],
+        missing=_Block(null, [("missing", name) for name in names], TensorProto.BOOL),
+        checks=_columns_check("invalid", invalid, names),
+    )
 
 
-class _Calendar:
-    """Calendar parts of int64 epoch microseconds (proleptic Gregorian, UTC), built on demand.
+def _calendar(g: _Builder, moment: str, parts: Sequence[str], width: int) -> list[tuple[str, list[Slot]]]:
+    """The calendar ``parts`` (``year``, ``quarter``, ``month``, ``day``, ``dayofweek`` (Monday 0),
+    ``dayofyear`` (from 1), ``hour``, ``minute``, ``second``) of int64 epoch microseconds ``[N, width]``
+    (UTC, proleptic Gregorian): DOUBLE blocks ``[N, width * k]``, each with its slots ``(part, column)``.
 
-    Uses floor division throughout (``Mod`` with ``fmod=0`` takes the divisor's sign, like Python), so
-    1969-12-31 23:00 is hour 23 of a Wednesday, as in Polars; the date comes from H. Hinnant's
-    ``civil_from_days``.
+    Floor division throughout (``Mod`` with ``fmod=0`` takes the divisor's sign, like Python), so
+    1969-12-31 23:00 is hour 23 of a Wednesday, as in Polars. The date parts of a day are looked up in
+    :func:`_calendar_table`, which holds one 400-year cycle (the day of the week is two arithmetic nodes
+    instead of 146 KB of table): one ``Gather`` instead of some thirty
+    arithmetic nodes, each about a microsecond at batch 1. The time parts are ``(µs of the day // unit)
+    % modulus``, every part in the same two nodes.
     """
+    found: list[tuple[str, list[Slot]]] = []
+    dates = [part for part in parts if part in _DATE_PARTS and part != "dayofweek"]
+    if dates or "dayofweek" in parts:
+        cycle = g.op("Mod", moment, g.const(_CYCLE_MICROS, np.int64), fmod=0)  # in [0, cycle): floor
+        day = g.op("Div", cycle, g.const(_MICROS_PER_DAY, np.int64))  # cycle >= 0: truncation floors
+    if "dayofweek" in parts:  # two nodes rather than 146 KB of table: 1970-01-01 was a Thursday (3)
+        weekday = g.op("Mod", g.op("Add", day, g.const(3, np.int64)), g.const(7, np.int64), fmod=0)
+        found.append((g.op("Cast", weekday, to=TensorProto.DOUBLE), [("dayofweek", d) for d in range(width)]))
+    if dates:
+        table = g.const(_calendar_table(dates), None, "calendar")
+        values = g.op("Cast", g.op("Gather", table, day), to=TensorProto.DOUBLE)  # [N, width, k]
+        if "year" in dates:
+            # The table's years are those of the cycle from 1970: add 400 per cycle since, floor(moment /
+            # cycle), as truncating Div minus one where the truncated remainder is negative (moment - cycle
+            # would overflow within 400 years of int64's smallest value).
+            length = g.const(_CYCLE_MICROS, np.int64)
+            below = g.op("Less", g.op("Mod", moment, length, fmod=1), g.const(0, np.int64))
+            cycles = g.op("Sub", g.op("Div", moment, length), g.op("Cast", below, to=TensorProto.INT64))
+            years = g.op("Unsqueeze", g.op("Cast", cycles, to=TensorProto.DOUBLE), g.const([2], np.int64))
+            per_cycle = [400.0 if part == "year" else 0.0 for part in dates]
+            values = g.op("Add", values, g.op("Mul", years, g.const([[per_cycle]], np.float64, "per_cycle")))
+        flat = g.op("Reshape", values, g.const([0, -1], np.int64))
+        found.append((flat, [(part, d) for d in range(width) for part in dates]))
+    times = [part for part in parts if part in _TIME_PARTS]
+    if times:
+        micros = g.op("Mod", moment, g.const(_MICROS_PER_DAY, np.int64), fmod=0)  # of the day: >= 0
+        shape = (1, len(times)) if width == 1 else (1, 1, len(times))
+        if width > 1:  # [N, width, 1], against every unit at once
+            micros = g.op("Unsqueeze", micros, g.const([2], np.int64))
+        units = np.array([_TIME_PARTS[part][0] for part in times]).reshape(shape)
+        count = g.op("Div", micros, g.const(units, np.int64, "time_unit"))
+        moduli = [_TIME_PARTS[part][1] for part in times]
+        if moduli != [24] * len(times):  # the hour (µs of the day // 1 h) is below 24 already
+            count = g.op("Mod", count, g.const(np.reshape(moduli, shape), np.int64, "time_modulus"), fmod=0)
+        if width > 1:
+            count = g.op("Reshape", count, g.const([0, -1], np.int64))
+        found.append(
+            (g.op("Cast", count, to=TensorProto.DOUBLE), [(part, d) for d in range(width) for part in times])
+        )
+    return found
 
-    def __init__(self, g: _Builder, micros: str) -> None:
-        self.g = g
-        self.micros = micros
-        self._memo: dict[str, str] = {}
 
-    def _int(self, value: int) -> str:
-        return self.g.const(value, np.int64)
+def _calendar_table(parts: Sequence[str]) -> np.ndarray:
+    """``[146097, len(parts)]``: the date ``parts`` of each day of the 400-year cycle from 1970-01-01.
 
-    def _floordiv(self, a: str, b: int) -> tuple[str, str]:
-        """``(a // b, a % b)`` with Python's floor semantics, for a positive constant ``b``."""
-        g = self.g
-        rest = g.op("Mod", a, self._int(b), fmod=0)
-        return g.op("Div", g.op("Sub", a, rest), self._int(b)), rest
-
-    def _get(self, name: str, build: Callable[[], str]) -> str:
-        if name not in self._memo:
-            self._memo[name] = build()
-        return self._memo[name]
-
-    def part(self, part: str) -> str:
-        """``year``, ``quarter``, ``month``, ``day``, ``dayofweek`` (Monday 0), ``dayofyear`` (from 1),
-        ``hour``, ``minute`` or ``second``."""
-        builders: dict[str, Callable[[], str]] = {
-            "year": self._year,
-            "quarter": self._quarter,
-            "month": lambda: self._civil()[1],
-            "day": lambda: self._civil()[2],
-            "dayofweek": self._dayofweek,
-            "dayofyear": self._dayofyear,
-            "hour": lambda: self._time(3_600 * _MICROS_PER_SECOND, 24),
-            "minute": lambda: self._time(60 * _MICROS_PER_SECOND, 60),
-            "second": lambda: self._time(_MICROS_PER_SECOND, 60),
-        }
-        return self._get(part, builders[part])
-
-    def _days(self) -> tuple[str, str]:
-        def build() -> str:
-            days, micros_of_day = self._floordiv(self.micros, _MICROS_PER_DAY)
-            self._memo["micros_of_day"] = micros_of_day
-            return days
-
-        days = self._get("days", build)
-        return days, self._memo["micros_of_day"]
-
-    def _time(self, unit: int, modulus: int) -> str:
-        # (micros of the day // unit) % modulus; micros of the day is >= 0, so Div truncates = floors.
-        g = self.g
-        count = g.op("Div", self._days()[1], self._int(unit))
-        return count if unit * modulus == _MICROS_PER_DAY else g.op("Mod", count, self._int(modulus), fmod=0)
-
-    def _dayofweek(self) -> str:
-        # 1970-01-01 was a Thursday (3 when Monday is 0).
-        g = self.g
-        return g.op("Mod", g.op("Add", self._days()[0], self._int(3)), self._int(7), fmod=0)
-
-    def _civil(self) -> tuple[str, str, str]:
-        """(year, month, day), from Hinnant's ``civil_from_days``; also memoizes the March-based day."""
-
-        def build() -> str:
-            g = self.g
-            z = g.op("Add", self._days()[0], self._int(719_468))
-            era, doe = self._floordiv(z, 146_097)  # doe in [0, 146096]: truncating Div is floor from here
-            yoe = g.op(
-                "Div",
-                g.op(
-                    "Sub",
-                    g.op(
-                        "Add",
-                        g.op("Sub", doe, g.op("Div", doe, self._int(1_460))),
-                        g.op("Div", doe, self._int(36_524)),
-                    ),
-                    g.op("Div", doe, self._int(146_096)),
-                ),
-                self._int(365),
-            )
-            year_start = g.op(
-                "Sub",
-                g.op("Add", g.op("Mul", yoe, self._int(365)), g.op("Div", yoe, self._int(4))),
-                g.op("Div", yoe, self._int(100)),
-            )
-            doy = g.op("Sub", doe, year_start)  # day of the March-based year, from 0
-            mp = g.op("Div", g.op("Add", g.op("Mul", doy, self._int(5)), self._int(2)), self._int(153))
-            month_start = g.op(
-                "Div", g.op("Add", g.op("Mul", mp, self._int(153)), self._int(2)), self._int(5)
-            )
-            day = g.op("Add", g.op("Sub", doy, month_start), self._int(1))
-            before_march = g.op("GreaterOrEqual", mp, self._int(10))  # January and February
-            month = g.op(
-                "Where",
-                before_march,
-                g.op("Sub", mp, self._int(9)),
-                g.op("Add", mp, self._int(3)),
-            )
-            year = g.op(
-                "Add",
-                g.op("Add", yoe, g.op("Mul", era, self._int(400))),
-                g.op("Cast", before_march, to=TensorProto.INT64),
-            )
-            self._memo.update(month=month, day=day, march_doy=doy, before_march=before_march)
-            return year
-
-        year = self._get("year", build)
-        return year, self._memo["month"], self._memo["day"]
-
-    def _year(self) -> str:
-        return self._civil()[0]
-
-    def _quarter(self) -> str:
-        g = self.g
-        month = self._civil()[1]
-        return g.op("Add", g.op("Div", g.op("Sub", month, self._int(1)), self._int(3)), self._int(1))
-
-    def _dayofyear(self) -> str:
-        # January/February: March-based day 306 is January 1st. March on: 60 days before March 1st
-        # (January 1st is day 1), plus one in a leap year.
-        g = self.g
-        year = self._civil()[0]
-        doy, before_march = self._memo["march_doy"], self._memo["before_march"]
-
-        def divisible(n: int) -> str:
-            return g.op("Equal", g.op("Mod", year, self._int(n), fmod=0), self._int(0))
-
-        leap = g.op("Or", g.op("And", divisible(4), g.op("Not", divisible(100))), divisible(400))
-        after_feb = g.op("Add", g.op("Add", doy, self._int(60)), g.op("Cast", leap, to=TensorProto.INT64))
-        return g.op("Where", before_march, g.op("Sub", doy, self._int(305)), after_feb)
+    Row ``t`` is day ``t`` after 1970-01-01, and day ``n`` (any integer) reads row ``n mod 146097``: the
+    Gregorian calendar repeats every 146,097 days, a whole number of weeks too, except the year, which is
+    ``400 * (n div 146097)`` more than the row's. The smallest unsigned integers that hold the values.
+    """
+    days = np.arange(_CYCLE_DAYS).astype("datetime64[D]")
+    months = days.astype("datetime64[M]")
+    years = days.astype("datetime64[Y]")
+    month = months.astype(np.int64) % 12 + 1
+    values = {
+        "year": years.astype(np.int64) + 1970,
+        "quarter": (month - 1) // 3 + 1,
+        "month": month,
+        "day": (days - months.astype("datetime64[D]")).astype(np.int64) + 1,
+        "dayofyear": (days - years.astype("datetime64[D]")).astype(np.int64) + 1,
+    }
+    table = np.stack([values[part] for part in parts], axis=1)
+    return table.astype(np.uint8 if table.max() <= np.iinfo(np.uint8).max else np.uint16)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -618,51 +625,79 @@ def compile_preprocessing(
     Inputs: one ``[N, 1]`` tensor per column of ``state.columns`` (see the module docstring for types
     and missing codes). Outputs: ``features`` ``[N, F]`` FLOAT, ``problems`` ``[N, K]`` BOOL
     (:func:`problem_names`) and ``flags`` ``[N, J]`` BOOL (:func:`flag_names`).
+
+    Each kind of column is one block of nodes over all its columns at once, and only the nodes an output
+    reads are kept: at batch 1 a run costs about a microsecond per node, whatever the node does.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"the serving graph needs ONNX opset {MIN_OPSET} or later, got {opset}")
     _check_names(state)
     g = _Builder("pre/")
-    blocks: list[_Block] = []
-    checks: dict[Key, _Check] = {}
     numeric = [c for c in state.columns if isinstance(c, NumericState)]
     categorical = [c for c in state.columns if isinstance(c, CategoricalState)]
     datetimes = [c for c in state.columns if isinstance(c, DatetimeState)]
-    for found_blocks, found_checks in (
-        _numeric(g, numeric) if numeric else ([], {}),
-        _categorical(g, categorical, state.null_values) if categorical else ([], {}),
-        _datetime(g, datetimes) if datetimes else ([], {}),
-    ):
-        blocks += found_blocks
-        checks.update(found_checks)
+    kinds = [
+        *([_numeric(g, numeric)] if numeric else []),
+        *([_categorical(g, categorical, state.null_values)] if categorical else []),
+        *([_datetime(g, datetimes)] if datetimes else []),
+    ]
+    checks = {key: check for kind in kinds for key, check in kind.checks.items()}
 
-    # Features: every block side by side, then one Gather into the state's feature order.
-    position = {key: i for i, key in enumerate(k for b in blocks for k in b.keys)}
-    order = [position[key] for key in _feature_keys(state)]
+    # Numeric and datetime values are scaled together; then every block that holds a feature is cast to
+    # FLOAT (the model's input type), side by side, and one Gather puts the features in the state's order.
+    unscaled = [block for kind in kinds for block in kind.values]
+    blocks = [kind_block for kind in kinds for kind_block in kind.blocks]
+    if unscaled:
+        scaled = _scale(g, g.concat([b.tensor for b in unscaled]), [s for kind in kinds for s in kind.scales])
+        blocks.append(_Block(scaled, [key for b in unscaled for key in b.keys], TensorProto.DOUBLE))
+    blocks += [kind.missing for kind in kinds]
+    matrix, order = _feature_order(g, blocks, _feature_keys(state))
     if len(order) != len(state.feature_names):  # pragma: no cover - a guard for future state changes
         raise AssertionError("the graph's features do not line up with state.feature_names")
-    matrix = g.concat([b.tensor for b in blocks])
-    g.op("Cast", g.gather_columns(matrix, order), to=TensorProto.FLOAT, out=FEATURES)
+    g.gather_columns(matrix, order, out=FEATURES)
 
-    first_input = state.columns[0].name
-    _bool_output(g, PROBLEMS, [_check_key(name) for name in problem_names(state)], checks, first_input)
-    _bool_output(g, FLAGS, [("outlier", name) for name in flag_names(state)], checks, first_input)
+    problems = [_check_key(name) for name in problem_names(state)]
+    flags = [("outlier", name) for name in flag_names(state)]
+    _bool_output(g, PROBLEMS, problems, checks, like=FEATURES)
+    _bool_output(g, FLAGS, flags, checks, like=PROBLEMS if problems else FEATURES)
 
+    nodes, initializers = g.used([FEATURES, PROBLEMS, FLAGS])
     graph = helper.make_graph(
-        g.nodes,
+        nodes,
         "leanml_preprocessing",
         [helper.make_tensor_value_info(c.name, _INPUT_TYPES[c.type], [_BATCH, 1]) for c in state.columns],
         [
-            helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [_BATCH, len(order)]),
+            helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [_BATCH, len(state.feature_names)]),
             helper.make_tensor_value_info(PROBLEMS, TensorProto.BOOL, [_BATCH, len(problem_names(state))]),
             helper.make_tensor_value_info(FLAGS, TensorProto.BOOL, [_BATCH, len(flag_names(state))]),
         ],
-        initializer=g.initializers,
+        initializer=initializers,
     )
     imports = [helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, ml_opset)]
     model = helper.make_model(graph, opset_imports=imports, producer_name="leanml")
     model.ir_version = helper.find_min_ir_version_for(imports)
     return model
+
+
+def _feature_order(g: _Builder, blocks: list[_Block], features: list[Key]) -> tuple[str, list[int]]:
+    """A FLOAT matrix of the blocks that hold a feature, and the column of each feature in it.
+
+    Blocks of one type are joined first, so each type is cast to FLOAT once; a block no feature reads is
+    left out (and its nodes are dropped with it).
+    """
+    wanted = set(features)
+    by_type: dict[int, list[_Block]] = {}
+    for block in blocks:
+        if wanted.intersection(block.keys):
+            by_type.setdefault(block.dtype, []).append(block)
+    parts: list[str] = []
+    keys: list[Key | None] = []
+    for dtype, group in by_type.items():
+        joined = g.concat([b.tensor for b in group])
+        parts.append(joined if dtype == TensorProto.FLOAT else g.op("Cast", joined, to=TensorProto.FLOAT))
+        keys += [key for b in group for key in b.keys]
+    position = {key: i for i, key in enumerate(keys) if key is not None}
+    return g.concat(parts), [position[key] for key in features]
 
 
 def _check_key(problem: str) -> Key:
@@ -671,14 +706,26 @@ def _check_key(problem: str) -> Key:
 
 
 def _bool_output(g: _Builder, out: str, keys: list[Key], sources: dict[Key, _Check], like: str) -> None:
-    """``out`` ``[N, len(keys)]``: the check of each key, gathered from the blocks that computed it."""
+    """``out`` ``[N, len(keys)]``: the check of each key, gathered from the blocks that computed it.
+
+    With no keys, ``[N, 0]``: no columns of ``like``, an ``[N, k]`` tensor computed anyway (``problems``,
+    or else ``features``, then cast to BOOL).
+    """
     if not keys:
-        g.op("Identity", g.empty_bool(like), out=out)
+        if like == PROBLEMS:
+            g.gather_columns(like, [], out=out)
+        else:
+            g.op("Cast", g.gather_columns(like, []), to=TensorProto.BOOL, out=out)
         return
     widths = {sources[key].tensor: sources[key].width for key in keys}  # each check tensor once, in order
     starts = dict(zip(widths, itertools.accumulate([0, *widths.values()]), strict=False))
     indices = [starts[sources[key].tensor] + sources[key].index for key in keys]
-    g.op("Identity", g.gather_columns(g.concat(list(widths)), indices), out=out)
+    if indices != list(range(sum(widths.values()))):
+        g.gather_columns(g.concat(list(widths)), indices, out=out)
+    elif len(widths) > 1:  # the checks are in order already: no Gather
+        g.op("Concat", *widths, axis=1, out=out)
+    else:
+        g.op("Identity", *widths, out=out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,9 +789,14 @@ def _load_model(model: onnx.ModelProto | bytes | str | Path) -> onnx.ModelProto:
 def _head(task: str, logits: str, n_outputs: int, opset: int) -> onnx.ModelProto:
     """The output head as a model: network outputs ``[N, n_outputs]`` → probabilities or values."""
     g = _Builder("head/")
+
+    def first_column() -> str:
+        if n_outputs == 1:  # the whole tensor: no node (each costs about a microsecond at batch 1)
+            return logits
+        return g.op("Slice", logits, g.const([0], np.int64), g.const([1], np.int64), g.const([1], np.int64))
+
     if task == "binary":
-        first = g.op("Slice", logits, g.const([0], np.int64), g.const([1], np.int64), g.const([1], np.int64))
-        p = g.op("Sigmoid", first)
+        p = g.op("Sigmoid", first_column())
         g.op("Concat", g.op("Sub", g.const(1.0, np.float32), p), p, axis=1, out=PROBABILITIES)
         positive = g.op("Cast", g.op("GreaterOrEqual", p, g.const(0.5, np.float32)), to=TensorProto.INT64)
         g.op("Squeeze", positive, g.const([1], np.int64), out=LABEL_INDEX)
@@ -760,8 +812,7 @@ def _head(task: str, logits: str, n_outputs: int, opset: int) -> onnx.ModelProto
             helper.make_tensor_value_info(LABEL_INDEX, TensorProto.INT64, [_BATCH]),
         ]
     elif task == "regression":
-        first = g.op("Slice", logits, g.const([0], np.int64), g.const([1], np.int64), g.const([1], np.int64))
-        g.op("Squeeze", first, g.const([1], np.int64), out=PREDICTION)
+        g.op("Squeeze", first_column(), g.const([1], np.int64), out=PREDICTION)
         outputs = [helper.make_tensor_value_info(PREDICTION, TensorProto.FLOAT, [_BATCH])]
     else:
         raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
