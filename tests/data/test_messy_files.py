@@ -91,9 +91,7 @@ def test_pandas_index_is_ignored_with_a_reason(fmt: str, tmp_path: Path) -> None
     text = infer_config(str(path), "label", config_dir=tmp_path)
     index = "" if fmt == "csv" else "__index_level_0__"
     assert yaml.safe_load(text)["columns"][index] == {"type": "ignore"}
-    line = next(
-        li for li in text.splitlines() if li.strip().startswith(index or json.dumps(index))
-    )
+    line = next(li for li in text.splitlines() if li.strip().startswith(index or json.dumps(index)))
     assert "an index" in line
     _, result = init_and_prepare("pandas_index", fmt, tmp_path)
     assert index in result.state.ignored
