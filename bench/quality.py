@@ -102,6 +102,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "init-quantile": {"numeric": {"scale": "quantile"}},
     "init-robust": {"numeric": {"scale": "robust"}},
     "init-qple": {"numeric": {"scale": "quantile", "encode": "ple"}},
+    "init-ple": {"numeric": {"encode": "ple"}},
+    "init-ple64": {"numeric": {"encode": "ple"}, "min_distinct": 64},
+    "init-qple64": {"numeric": {"scale": "quantile", "encode": "ple"}, "min_distinct": 64},
     "init-e60": {"train_update": {"epochs": 60}},
     "init-lr3": {"train_update": {"lr": 3.0e-3}},
     "init-w512": {"model_update": {"hidden": [512, 512, 512]}},
@@ -285,7 +288,8 @@ def run_leanml(
     """``init`` + candidate sections + ``train``; score the test rows through the serving graph.
 
     A candidate's ``model`` and ``train`` replace init's; its ``numeric`` settings go into every numeric
-    column spec; an empty candidate is init's config as it is. With ``student``, the bundle is then shrunk
+    column spec (with ``min_distinct``, only of columns with at least that many distinct values in the
+    training rows); an empty candidate is init's config as it is. With ``student``, the bundle is then shrunk
     with ``shrink``'s defaults and the student scored the same way (its fit time is the shrink's).
     """
     workdir.mkdir(parents=True, exist_ok=True)
@@ -303,10 +307,10 @@ def run_leanml(
         raw["model"], raw["train"] = candidate["model"], {**candidate["train"], "seed": seed}
     raw["model"] = {**raw["model"], **candidate.get("model_update", {})}
     raw["train"] = {**raw["train"], **candidate.get("train_update", {})}
-    for spec in raw["columns"].values():
+    for column, spec in raw["columns"].items():
         if "min_frequency" in spec:
             spec.update(candidate.get("categorical", {}))
-        if spec.get("type") == "numeric":
+        if spec.get("type") == "numeric" and train[column].n_unique() >= candidate.get("min_distinct", 0):
             spec.update(candidate.get("numeric", {}))
     # The student's budget is the target's: 0.5 points of AUC / accuracy, 1 % of RMSE.
     budget = STUDENT_BUDGET["regression" if dataset.task == "regression" else "classification"]

@@ -18,6 +18,7 @@ The model, its metrics and the bundle are then those of a local run (:func:`trai
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 import time
@@ -132,7 +133,8 @@ def _run_name(config: Config, cluster: Cluster, resume: bool) -> str:
     pointer = cluster.storage / LAST_RUN
     if resume and pointer.exists():
         return pointer.read_text().strip()
-    name = f"{config.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The second alone would let two runs started within it share a run folder.
+    name = f"{config.name}-train-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     pointer.write_text(name)
     return name
 
