@@ -59,7 +59,8 @@ def two_nodes() -> Iterator[tuple[str, str]]:
         pytest.skip("the ray command is not installed")
     temp_dir = tempfile.mkdtemp(prefix="lray-", dir="/tmp")  # short: Ray's socket paths are limited
     address = f"127.0.0.1:{free_port()}"
-    # Ray's token authentication explicitly off on every node (unset, `ray start --head` turns it on).
+    # Ray's token authentication explicitly off on every node (unset, a head turns it on when
+    # ~/.ray/auth_token exists, and a joining node does not follow).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     common = ["--num-cpus=1", "--disable-usage-stats"]
     try:
