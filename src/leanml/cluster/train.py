@@ -84,6 +84,8 @@ def train_model_on_ray(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     name = _run_name(config, cluster, resume)
+    events = _events_path(cluster, name)  # restarts after a lost worker, one JSON line each
+    earlier = len(read_restarts(events)) + (1 if resume else 0)  # --resume itself restores once
     if console is not None:
         console.print(f"training on Ray: {cluster.workers} workers × {cluster.cpus:g} CPUs, run {name}")
     trainer = TorchTrainer(
@@ -93,7 +95,7 @@ def train_model_on_ray(
             "prepared": str(prepared.folder.absolute()),
             "resume": resume,
             "threads": max(1, int(cluster.cpus)),
-            "events": str(_events_path(cluster, name)),  # restarts after a lost worker
+            "events": str(events),
         },
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(
@@ -106,8 +108,6 @@ def train_model_on_ray(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    events = _events_path(cluster, name)
-    earlier = len(read_restarts(events)) + (1 if resume else 0)  # --resume itself restores once
     try:
         result = trainer.fit()
     except Exception as exc:
