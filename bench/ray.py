@@ -208,6 +208,17 @@ def start_ray(cpus: float) -> float:
     return time.perf_counter() - start
 
 
+def connected_side(params: dict[str, Any], width: int) -> tuple[Any, Any, float]:
+    """A Ray side's start: a local cluster of ``width`` × ``params["cpus"]`` CPUs, the side's config, and
+    leanml connected to that cluster; returns ``(config, cluster, seconds ray.init took)``."""
+    from leanml.cluster.session import connect
+    from leanml.config import parse_config
+
+    init_s = start_ray(width * float(params["cpus"]))
+    config = parse_config(params["config"])
+    return config, connect(config), init_s
+
+
 # --------------------------------------------------------------------------------------------------
 # Part 1: prepare
 # --------------------------------------------------------------------------------------------------
@@ -339,15 +350,11 @@ def side_prepare_ray(params: dict[str, Any]) -> dict[str, Any]:
     """``prepare_on_ray`` on a fresh local cluster of ``workers`` × ``cpus``; start-up timed apart."""
     from leanml.cluster.pieces import task_options
     from leanml.cluster.prepare import prepare_on_ray
-    from leanml.cluster.session import connect
-    from leanml.config import parse_config
 
-    workers, cpus = int(params["workers"]), float(params["cpus"])
-    init_s = start_ray(workers * cpus)
+    workers = int(params["workers"])
+    config, cluster, init_s = connected_side(params, workers)
     import ray
 
-    config = parse_config(params["config"])
-    cluster = connect(config)
     start = time.perf_counter()
     warm = ray.remote(_warm_worker).options(**task_options(cluster))
     pids = ray.get([warm.remote(0.3) for _ in range(workers)])
@@ -638,17 +645,13 @@ def side_train_local(params: dict[str, Any]) -> dict[str, Any]:
 
 def side_train_ray(params: dict[str, Any]) -> dict[str, Any]:
     """``train_model_on_ray`` on a fresh local cluster of ``workers`` × ``cpus``."""
-    from leanml.cluster.session import connect
     from leanml.cluster.train import train_model_on_ray
-    from leanml.config import parse_config
     from leanml.data.prepared import PreparedData
 
-    workers, cpus = int(params["workers"]), float(params["cpus"])
-    init_s = start_ray(workers * cpus)
+    workers = int(params["workers"])
+    config, cluster, init_s = connected_side(params, workers)
     import ray
 
-    config = parse_config(params["config"])
-    cluster = connect(config)
     start = time.perf_counter()
     result = train_model_on_ray(config, cluster, PreparedData(Path(params["input"])), Path(params["output"]))
     fit_s = time.perf_counter() - start
@@ -765,17 +768,13 @@ def timed_trials(path: str) -> Callable[..., Any]:
 def side_tune_leanml(params: dict[str, Any]) -> dict[str, Any]:
     """leanml's ``tune_on_ray``: the grid's trials as Ray tasks, ``concurrency`` at once."""
     import leanml.tuning.study as study
-    from leanml.cluster.session import connect
     from leanml.cluster.tune import STUDY_FOLDER, tune_on_ray
-    from leanml.config import parse_config
     from leanml.tuning.variants import prepared_variant
 
-    concurrency, cpus = int(params["concurrency"]), float(params["cpus"])
-    init_s = start_ray(concurrency * cpus)
+    concurrency = int(params["concurrency"])
+    config, cluster, init_s = connected_side(params, concurrency)
     import ray
 
-    config = parse_config(params["config"])
-    cluster = connect(config)
     prepared_variant(config, cluster.storage / STUDY_FOLDER / "prepared")  # the data: before the clock
     times = OUT / "logs" / "leanml-trial-times.jsonl"
     times.unlink(missing_ok=True)
@@ -840,7 +839,7 @@ def side_tune_raytune(params: dict[str, Any]) -> dict[str, Any]:
 
     concurrency, cpus = int(params["concurrency"]), float(params["cpus"])
     init_s = start_ray(concurrency * cpus)
-    import ray.tune.search.optuna  # one import: ruff counts `ray` first-party here (this file's name)
+    import ray.tune.search.optuna
 
     tune = ray.tune
     config = parse_config(params["config"])
