@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from leanml.config import load_config
-from leanml.data.infer import batch_size, infer_config, write_config
+from leanml.data.infer import PLE_MIN_DISTINCT, batch_size, infer_config, write_config
 from leanml.data.prepare import prepare
 from leanml.errors import DataError
 
@@ -27,6 +27,8 @@ def test_flights_config_is_inferred_and_runs(flights_parquet: Path, tmp_path: Pa
     assert columns["time_hour"]["type"] == "datetime"
     assert columns["year"]["type"] == "ignore"  # constant
     assert "# constant in the sample" in text
+    assert columns["dep_delay"]["encode"] == "ple"  # hundreds of distinct values: bins beside the value
+    assert "encode" not in columns["month"]  # 12 values
     path = write_config(text, tmp_path / "leanml.yaml")
     config = load_config(path)
     assert Path(config.data.train) == flights_parquet.resolve()
@@ -82,3 +84,23 @@ def test_the_starter_batch_size_grows_with_the_table() -> None:
     # small tables get small batches (enough optimizer steps per epoch), big ones keep epochs short
     sizes = [batch_size(rows) for rows in (1_000, 10_000, 10_001, 50_000, 300_000, 2_000_000)]
     assert sizes == [64, 64, 256, 256, 512, 1024]
+
+
+def test_piecewise_linear_bins_start_at_many_distinct_values(tmp_path: Path) -> None:
+    n = 1000
+    frame = pl.DataFrame(
+        {
+            "few": [i % (PLE_MIN_DISTINCT - 1) for i in range(n)],
+            "many": [float(i % PLE_MIN_DISTINCT) for i in range(n)],
+            "y": [i % 2 for i in range(n)],
+        }
+    )
+    frame.write_parquet(tmp_path / "t.parquet")
+    text = infer_config(str(tmp_path / "t.parquet"), "y", config_dir=tmp_path)
+    columns = yaml.safe_load(text)["columns"]
+    assert "encode" not in columns["few"]
+    assert columns["many"]["encode"] == "ple"
+    assert "piecewise-linear bins" in text
+    config = load_config(write_config(text, tmp_path / "leanml.yaml"))
+    state = prepare(config, out_dir=tmp_path / "out").state
+    assert "many__ple0" in state.feature_names and not any(f.startswith("few__") for f in state.feature_names)
