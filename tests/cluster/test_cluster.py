@@ -164,3 +164,32 @@ def test_tune_on_ray_shares_one_study(ray_session: Any, shards: Path, tmp_path: 
     more = cluster_config(shards, tmp_path, tune={**tune, "trials": 3}, ray=ray_section)
     again = tune_on_ray(more, cluster, resume=True, bundle=False)
     assert again.ran == 1 and len(again.trials) == 3
+
+
+def test_train_resume_on_ray_continues_the_last_run(prepared_both: dict[str, Any], tmp_path: Path) -> None:
+    """--resume restores the last run's checkpoint and trains only the epochs left; the restore it makes
+    is not reported as a lost worker."""
+    from rich.console import Console
+
+    from leanml.cluster.session import connect
+    from leanml.cluster.train import LAST_RUN, _has_checkpoint, train_model_on_ray
+    from leanml.data.prepared import PreparedData
+
+    storage = tmp_path / "ray"
+    prepared = PreparedData(prepared_both["ray"])
+    one = cluster_config(prepared_both["root"], tmp_path, train={"epochs": 1, "batch_size": 256})
+    one = parse_config({**one.model_dump(mode="json"), "ray": {"num_workers": 2, "storage": str(storage)}})
+    cluster = connect(one, "auto")
+    first = train_model_on_ray(one, cluster, prepared, tmp_path / "first")
+    name = (storage / LAST_RUN).read_text().strip()
+    assert len(first.history) == 1 and _has_checkpoint(storage / name)
+
+    two = parse_config({**one.model_dump(mode="json"), "train": {"epochs": 2, "batch_size": 256}})
+    console = Console(record=True, width=200)
+    resumed = train_model_on_ray(two, connect(two, "auto"), prepared, tmp_path / "second", True, console)
+    assert (storage / LAST_RUN).read_text().strip() == name  # the same run, continued
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0]["train_loss"] == first.history[0]["train_loss"]  # epoch 1 was not rerun
+    assert "a worker was lost" not in console.export_text()
+
+    assert not _has_checkpoint(storage / "never-ran")  # its resume restores nothing: nothing to discount

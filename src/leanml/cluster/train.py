@@ -85,7 +85,8 @@ def train_model_on_ray(
 
     name = _run_name(config, cluster, resume)
     events = _events_path(cluster, name)  # restarts after a lost worker, one JSON line each
-    earlier = len(read_restarts(events)) + (1 if resume else 0)  # --resume itself restores once
+    # --resume itself restores once, when the run has a checkpoint to restore
+    earlier = len(read_restarts(events)) + (1 if resume and _has_checkpoint(cluster.storage / name) else 0)
     if console is not None:
         console.print(f"training on Ray: {cluster.workers} workers × {cluster.cpus:g} CPUs, run {name}")
     trainer = TorchTrainer(
@@ -137,6 +138,18 @@ def _run_name(config: Config, cluster: Cluster, resume: bool) -> str:
     name = f"{config.name}-train-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     pointer.write_text(name)
     return name
+
+
+def _has_checkpoint(run: Path) -> bool:
+    """Whether Ray Train holds a checkpoint of the run stored in ``run`` (what a resumed run restores)."""
+    from ray.train import Result
+
+    if not run.is_dir():
+        return False
+    try:
+        return Result.from_path(str(run)).checkpoint is not None
+    except (RuntimeError, OSError, ValueError):  # no snapshot yet: the run never registered a checkpoint
+        return False
 
 
 def _events_path(cluster: Cluster, name: str) -> Path:
