@@ -282,6 +282,12 @@ def instrument_prepare(on_ray: bool) -> dict[str, list[dict[str, Any]]]:
             inside["datetime"] = False
             label = "datetime formats (2 waves)"
             record["phases"].append({"phase": label, "seconds": seconds, "bytes": 0, "tasks": len(args[1])})
+        elif name == "_plan_split":  # (job, pieces, options): histograms, then the cut buckets' hashes
+            label = "split: histograms + cut-bucket hashes (2 waves)"
+            record["phases"].append({"phase": label, "seconds": seconds, "bytes": 0, "tasks": len(args[1])})
+        elif name == "_write_pieces":  # (job, state, pieces, ...): one task per piece, then the key shuffle
+            label = "transform + write pieces (+ distinct-key shuffle)"
+            record["phases"].append({"phase": label, "seconds": seconds, "bytes": 0, "tasks": len(args[2])})
         elif name == "plan_pieces":  # (paths, ...): one task per input file
             label = "count rows (one task per file)"
             record["phases"].append({"phase": label, "seconds": seconds, "bytes": 0, "tasks": len(args[0])})
@@ -301,7 +307,7 @@ def instrument_prepare(on_ray: bool) -> dict[str, list[dict[str, Any]]]:
         return original_formats(*args, **kwargs)
 
     ray_prepare._with_datetime_formats = formats  # type: ignore[assignment]
-    for name in ("_run", "plan_pieces", "_with_datetime_formats"):
+    for name in ("_run", "plan_pieces", "_with_datetime_formats", "_plan_split", "_write_pieces"):
         wrap(ray_prepare, name, phase)
     wrap(ray_prepare, "publish_prepared", call)
     return record
@@ -309,9 +315,8 @@ def instrument_prepare(on_ray: bool) -> dict[str, list[dict[str, Any]]]:
 
 PHASE_LABELS = {
     "_distinct_targets": "distinct targets",
-    "_split_keys": "split keys (row id, class)",
+    "_split_times": "split times (a time split)",
     "_fit_round": "analyze round",
-    "_write_piece": "transform + write pieces (+ row keys)",
 }
 
 
@@ -1119,10 +1124,11 @@ def report_prepare(part: dict[str, Any]) -> list[str]:
             "",
             *table(header, phase_rows),
             "",
-            "*driver and serial work*: reading the schema, concatenating the split keys and planning the "
-            "split, merging the analyze rounds, `np.unique` over every piece's row keys (duplicates), "
-            "joining the pieces into one file per split (one task per split), the sha256 of the input, "
-            "the report.",
+            "*driver and serial work*: reading the schema, summing the split's histograms and ranking the "
+            "cut buckets' hashes, merging the analyze rounds, joining the pieces into one file per split "
+            "(one task per split), the sha256 of the input, the report. The split and the "
+            "transform waves send only small results (histograms, hashes of the cut buckets, counts): "
+            "their bytes are not measured.",
         ]
     return lines
 
@@ -1354,10 +1360,11 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
         + ".",
         f"* input: {size(csv_bytes)}, read {passes} times (once per wave, twice for the datetime formats), "
         f"{size(csv_bytes / pieces)} per piece per pass here; at N nodes each node reads input / N per pass",
-        f"* driver: {driver:.1f} s of serial work here (the stage minus its waves), held constant: it is "
-        "O(rows) work that no worker shares",
-        f"* results to the driver: V_rows = {size(rows_bytes)} (split keys and row keys: O(rows), the same "
-        f"at any width), V_pieces = {size(piece_bytes)} from {pieces} pieces (grows with the pieces)",
+        f"* driver: {driver:.1f} s of serial work here (the stage minus its waves: the schema, planning the "
+        "pieces and the split cuts, publishing, the input's sha256), held constant",
+        f"* results to the driver: V_rows = {size(rows_bytes)} of O(rows) results (the split's histograms "
+        f"and the distinct-key counts run on the pieces), V_pieces = {size(piece_bytes)} from {pieces} "
+        "pieces (grows with the pieces)",
         f"* serial I/O that crosses the network off one machine: the driver's sha256 of the input "
         f"({size(csv_bytes)}) and the one task joining the training split's pieces "
         f"({size(train_bytes)}, read and written)",
@@ -1401,7 +1408,7 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
     )
     lines += [
         "",
-        "The driver's share, the O(rows) results and the single joining task do not shrink with nodes: "
+        "The driver's share and the single task joining each split's pieces do not shrink with nodes: "
         "past a few nodes they bound the stage (Amdahl). With the input on one shared file server, every "
         "pass reads the whole input through it: the last column (passes × input / B) is then a floor.",
     ]

@@ -193,3 +193,29 @@ def test_train_resume_on_ray_continues_the_last_run(prepared_both: dict[str, Any
     assert "a worker was lost" not in console.export_text()
 
     assert not _has_checkpoint(storage / "never-ran")  # its resume restores nothing: nothing to discount
+
+
+@pytest.mark.parametrize("split", [{"by": "event_time"}, {"stratify": False, "seed": 3}])
+def test_prepare_on_ray_counts_duplicates_across_shards(
+    ray_session: Any, shards: Path, tmp_path: Path, split: dict[str, Any]
+) -> None:
+    """Rows repeated within and across shards are counted as locally (the keys are counted by a shuffle,
+    never on the driver); a time split and a plain random split give the local rows."""
+    from leanml.cluster.prepare import prepare_on_ray
+    from leanml.cluster.session import connect
+
+    frame = pl.read_csv(shards / "part-*.csv").head(3_000)
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    frame.head(2_000).vstack(frame.head(150)).write_csv(folder / "part-0.csv")  # 150 repeated inside
+    frame.slice(1_500, 1_500).write_csv(folder / "part-1.csv")  # 500 repeated from part-0
+    config = cluster_config(folder, tmp_path)
+    config = parse_config(
+        {**config.model_dump(mode="json"), "data": {"train": str(folder / "part-*.csv"), "split": split}}
+    )
+    local = prepare(config, out_dir=tmp_path / "local")
+    remote = prepare_on_ray(config, connect(config, "auto"), out_dir=tmp_path / "ray")
+    assert local.report["rows"]["duplicates"] == 650
+    assert remote.report["rows"] == local.report["rows"]
+    for name in ("train", "validation", "test"):
+        assert read_split(tmp_path / "local", name).equals(read_split(tmp_path / "ray", name)), name

@@ -8,7 +8,17 @@ import polars as pl
 import pytest
 
 from leanml.config import SplitConfig
-from leanml.data.split import split_counts
+from leanml.data.split import (
+    GROUP,
+    ROW_ID,
+    cut_buckets,
+    hash_keys,
+    near_hashes,
+    plan_from_near,
+    plan_split,
+    split_counts,
+    split_histogram,
+)
 from leanml.data.synthetic import SyntheticSpec, synthetic_chunk, write_synthetic
 
 
@@ -42,3 +52,30 @@ def test_split_counts_always_leave_training_rows(n: int, expected: tuple[int, in
 def test_column_types_do_not_depend_on_which_values_are_null() -> None:
     chunk = synthetic_chunk(SyntheticSpec(rows=30, numeric=2, categorical=2, null_share=0.9, seed=1), 0, 30)
     assert chunk.schema["cat_0"] == pl.String and chunk.schema["num_0"] == pl.Float64
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_a_split_planned_from_parts_equals_the_whole_tables(stratify: bool) -> None:
+    """The split's two rounds over disjoint parts (histograms summed, then the hashes of the cut buckets),
+    with coarser buckets, give the plan of the whole table (what prepare on Ray relies on)."""
+    n = 50_000
+    frame = pl.DataFrame(
+        {
+            ROW_ID: pl.arange(0, n, eager=True).cast(pl.UInt64),
+            GROUP: [i % 3 if stratify else 0 for i in range(n)],
+        }
+    )
+    config = SplitConfig(validation=0.15, test=0.2, seed=7, stratify=stratify)
+    whole = plan_split(frame.lazy(), config)
+    parts = [
+        hash_keys(frame.slice(start, 12_500).lazy(), config, bits=6).collect()
+        for start in range(0, n, 12_500)
+    ]
+    wanted = cut_buckets(pl.concat([split_histogram(p.lazy()) for p in parts]), config)
+    near = pl.concat([near_hashes(p.lazy(), wanted) for p in parts])
+    assert near.height < n // 10  # only the cut buckets' hashes
+    assert plan_from_near(wanted, near, config) == whole
+    counts = frame.with_columns(whole.expr().alias("s"))["s"].value_counts().sort("s")["count"].to_list()
+    sizes = frame[GROUP].value_counts()["count"].to_list()
+    test, validation = (sum(split_counts(size, config)[i] for size in sizes) for i in (0, 1))
+    assert counts == [n - validation - test, validation, test]  # exact per class

@@ -6,13 +6,16 @@ rows (row ids offset by the rows before the piece, so they are source positions 
 global decision is made on the driver by the local functions, fed what the pieces return:
 
 * the target's task and classes: :func:`infer_target` over the distinct target values of all pieces;
-* the split: :func:`plan_split` over the (row id, class) pairs of the usable rows (16 bytes a row);
+* the split: the rounds of :func:`plan_split` on the pieces: (class, hash bucket) histograms summed on the
+  driver, then the hashes of the few buckets where a cut falls (a time split: every usable row's time);
 * analyze: :func:`fit_preprocessor` runs on the driver over an empty frame of the right schema while its
   queries run on the pieces; each query's partial results are merged exactly (:mod:`leanml.cluster.merge`)
   and handed back, so the frozen state is the local one (moments agree to rounding, counts and quantiles
   exactly, since quantiles come from merged exact value counts);
 * transform: each piece sinks its rows of each split with the same expressions; the pieces are then
-  joined in order into the same ``train.parquet``, ``validation.parquet`` and ``test.parquet``.
+  joined in order into the same ``train.parquet``, ``validation.parquet`` and ``test.parquet``;
+* duplicates: each piece's distinct row keys are partitioned by key among one counting task per worker
+  (a shuffle through the object store), so the driver receives counts only.
 """
 
 from __future__ import annotations
@@ -61,11 +64,27 @@ from leanml.data.prepare import (
 from leanml.data.prepared import PreparedData
 from leanml.data.preprocessor import check_columns, check_reserved, fit_preprocessor
 from leanml.data.report import write_prepare_report
-from leanml.data.split import GROUP, ROW_ID, SPLITS, TIME, SplitPlan, plan_split
+from leanml.data.split import (
+    GROUP,
+    ROW_ID,
+    SPLITS,
+    TIME,
+    SplitPlan,
+    Wanted,
+    cut_buckets,
+    hash_keys,
+    near_hashes,
+    plan_from_near,
+    plan_split,
+    split_histogram,
+)
 from leanml.data.state import PreprocessState, TargetState
 from leanml.data.target import infer_target
 from leanml.progress import Steps
 
+SPLIT_BUCKET_BITS = 12
+"""Hash buckets of the split's histograms on Ray: 4,096 counts per class and piece reach the driver, then
+the hashes of the buckets the cuts fall in (about rows / 4,096 per cut)."""
 PIECES_PER_WORKER = 2
 """Pieces per worker: more than one, so a slow piece does not hold the whole stage."""
 
@@ -117,8 +136,7 @@ def prepare_on_ray(
         job = Job(config=config, separator=separator, schema=job.schema, target=target)
 
     with steps.step("Splitting rows"):
-        keys = pl.concat(_run(options, _split_keys, pieces, job), how="vertical_relaxed")
-        plan = plan_split(keys.lazy(), config.data.split)
+        plan = _plan_split(job, pieces, options)
         job = Job(config=config, separator=separator, schema=job.schema, target=target, plan=plan)
 
     with steps.step("Analyzing the training split"):
@@ -128,10 +146,7 @@ def prepare_on_ray(
 
     with steps.step("Transforming and writing the splits"), staging_folder(out) as staging:
         parts = staging / ".pieces"
-        outputs = _run(options, _write_piece, pieces, job, state, str(parts))
-        counts_all = sum_counters([o[0] for o in outputs])
-        distinct = len(np.unique(np.concatenate([o[1] for o in outputs])))
-        counts_all["duplicates"] = sum(p.rows for p in pieces) - distinct
+        counts_all = _write_pieces(job, state, pieces, parts, cluster.workers, options)
         ray.get(
             [
                 _join_pieces.options(**options).remote(
@@ -186,11 +201,43 @@ def _distinct_targets(piece: Piece, job: Job) -> pl.DataFrame:
     return _raw_piece(piece, job).select(name).unique().collect(engine="streaming")
 
 
-@ray.remote
-def _split_keys(piece: Piece, job: Job) -> pl.DataFrame:
-    key = TIME if job.config.data.split.by is not None else GROUP
+def _plan_split(job: Job, pieces: Sequence[Piece], options: dict[str, Any]) -> SplitPlan:
+    """The local :func:`plan_split`'s plan. A hash split runs its two rounds on the pieces: each piece
+    hashes its rows once and returns its (class, bucket) histogram, keeping the hashes in the object
+    store; the driver sums the histograms, finds the buckets where the cuts fall, and only the hashes in
+    those buckets come back. A time split needs every row's time on the driver (8 bytes a row)."""
+    split = job.config.data.split
+    if split.by is not None:
+        times = pl.concat(_run(options, _split_times, pieces, job), how="vertical_relaxed")
+        return plan_split(times.lazy(), split)
+    shared = ray.put(job)
+    rounds = [_split_histogram.options(**options, num_returns=2).remote(p, shared) for p in pieces]
+    histogram = pl.concat(ray.get([r[0] for r in rounds]), how="vertical_relaxed")
+    wanted = cut_buckets(histogram, split)
+    near = ray.get([_near_hashes.options(**options).remote(r[1], wanted) for r in rounds])
+    return plan_from_near(wanted, pl.concat(near, how="vertical_relaxed"), split)
+
+
+def _usable_keys(piece: Piece, job: Job, key: str) -> pl.LazyFrame:
     labeled = _labeled_piece(piece, job)
-    return labeled.filter(pl.col(PRE_REASON).is_null()).select(ROW_ID, key).collect(engine="streaming")
+    return labeled.filter(pl.col(PRE_REASON).is_null()).select(ROW_ID, key)
+
+
+@ray.remote
+def _split_times(piece: Piece, job: Job) -> pl.DataFrame:
+    return _usable_keys(piece, job, TIME).select(TIME).collect(engine="streaming")
+
+
+@ray.remote
+def _split_histogram(piece: Piece, job: Job) -> tuple[pl.DataFrame, pl.DataFrame]:
+    usable = _usable_keys(piece, job, GROUP)
+    hashed = hash_keys(usable, job.config.data.split, SPLIT_BUCKET_BITS).collect(engine="streaming")
+    return split_histogram(hashed.lazy()), hashed
+
+
+@ray.remote
+def _near_hashes(hashed: pl.DataFrame, wanted: Wanted) -> pl.DataFrame:
+    return near_hashes(hashed.lazy(), wanted)
 
 
 def _with_datetime_formats(job: Job, pieces: Sequence[Piece], options: dict[str, Any]) -> dict[str, Any]:
@@ -302,17 +349,49 @@ def _piece_split(parts: Path, index: int, split: str) -> Path:
     return parts / f"{index:05d}" / PreparedData(Path(".")).split(split).name
 
 
+def _write_pieces(
+    job: Job,
+    state: PreprocessState,
+    pieces: Sequence[Piece],
+    parts: Path,
+    reducers: int,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Sink every piece's rows of each split under ``parts``; return the quality counts with the
+    duplicates (rows minus distinct row keys). The keys never reach the driver: each piece partitions its
+    distinct keys by ``key mod reducers`` and each reducer counts the distinct keys of its partition."""
+    shared = [ray.put(job), ray.put(state)]
+    writes = [
+        _write_piece.options(**options, num_returns=1 + reducers).remote(p, *shared, str(parts), reducers)
+        for p in pieces
+    ]
+    distinct = [
+        _count_distinct.options(**options).remote(*[w[1 + r] for w in writes]) for r in range(reducers)
+    ]
+    counts = sum_counters(ray.get([w[0] for w in writes]))
+    counts["duplicates"] = sum(p.rows for p in pieces) - sum(ray.get(distinct))
+    return counts
+
+
 @ray.remote
 def _write_piece(
-    piece: Piece, job: Job, state: PreprocessState, parts: str
-) -> tuple[dict[str, Any], np.ndarray, int]:
-    """Sink the piece's rows of each split; return its quality counts, its distinct row keys and rows."""
+    piece: Piece, job: Job, state: PreprocessState, parts: str, reducers: int
+) -> tuple[Any, ...]:
+    """Sink the piece's rows of each split; return its quality counts, then its distinct row keys in
+    ``reducers`` partitions (by key mod ``reducers``)."""
     labeled = _labeled_piece(piece, job)
     folder = Path(parts) / f"{piece.index:05d}"
     folder.mkdir(parents=True, exist_ok=True)
     counts = _write_outputs(labeled, state, list(job.schema), folder, None)
     keys = labeled.select(row_key(job.config).unique()).collect(engine="streaming").to_series().to_numpy()
-    return counts, keys, piece.rows
+    partition = keys % np.uint64(reducers)
+    return (counts, *(keys[partition == r] for r in range(reducers)))
+
+
+@ray.remote
+def _count_distinct(*partitions: np.ndarray) -> int:
+    """Distinct keys in one partition of every piece's keys."""
+    return len(np.unique(np.concatenate(partitions))) if partitions else 0
 
 
 @ray.remote

@@ -82,10 +82,35 @@ def plan_split(frame: pl.LazyFrame, config: SplitConfig) -> SplitPlan:
         return SplitPlan(method="time", seed=config.seed, time_cuts=(start_val, start_test))
     # Exact cuts without holding every row's hash: count rows per (group, hash bucket), then read only the
     # hashes of the buckets where a cut falls and rank within them.
+    hashed = hash_keys(frame, config)
+    wanted = cut_buckets(split_histogram(hashed), config)
+    return plan_from_near(wanted, near_hashes(hashed, wanted), config)
+
+
+Wanted = dict[int, list[tuple[int, int, int] | None]]
+"""Per group, for the test cut and the validation cut: (hash bucket, rows before it, rank), or ``None``."""
+
+
+def hash_keys(frame: pl.LazyFrame, config: SplitConfig, bits: int = BUCKET_BITS) -> pl.LazyFrame:
+    """Each usable row's seeded hash ``h``, its ``__group`` and its hash bucket ``b`` (one of ``2**bits``).
+
+    The plan does not depend on ``bits`` (a cut is the hash of the row of its rank): more buckets mean a
+    larger histogram and fewer hashes to rank in the cut buckets, fewer the other way round."""
     hashed = frame.select(pl.col(ROW_ID).hash(config.seed).alias("h"), pl.col(GROUP))
-    bucket = (pl.col("h") // (1 << (64 - BUCKET_BITS))).alias("b")
-    histogram = hashed.group_by(GROUP, bucket).agg(pl.len().alias("n")).collect(engine="streaming")
-    wanted: dict[int, list[tuple[int, int, int] | None]] = {}
+    return hashed.with_columns((pl.col("h") // (1 << (64 - bits))).alias("b"))
+
+
+def split_histogram(hashed: pl.LazyFrame) -> pl.DataFrame:
+    """Rows per (group, hash bucket) of :func:`hash_keys`' rows (the first round of a hash split).
+    Histograms of disjoint parts of the rows add up to the whole table's."""
+    return hashed.group_by(GROUP, "b").agg(pl.len().cast(pl.Int64).alias("n")).collect(engine="streaming")
+
+
+def cut_buckets(histogram: pl.DataFrame, config: SplitConfig) -> Wanted:
+    """For each group, the hash bucket each cut falls in, the rows before that bucket and the cut's rank;
+    ``histogram`` may hold several parts' histograms (summed here)."""
+    histogram = histogram.group_by(GROUP, "b").agg(pl.col("n").sum())
+    wanted: Wanted = {}
     for (group,), part in histogram.sort("b").group_by(GROUP, maintain_order=True):
         counts = part["n"].to_numpy()
         cumulative = np.cumsum(counts)
@@ -99,20 +124,26 @@ def plan_split(frame: pl.LazyFrame, config: SplitConfig) -> SplitPlan:
             at = int(np.searchsorted(cumulative, rank, side="right"))
             targets.append((int(part["b"][at]), int(cumulative[at] - counts[at]), rank))
         wanted[int(group)] = targets
+    return wanted
+
+
+def near_hashes(hashed: pl.LazyFrame, wanted: Wanted) -> pl.DataFrame:
+    """The rows of :func:`hash_keys` in the buckets where a cut falls (the second round; parts' results
+    concatenate to the whole table's)."""
     needed = [(g, t[0]) for g, targets in wanted.items() for t in targets if t is not None]
-    near = pl.DataFrame()
-    if needed:
-        keys = pl.DataFrame({GROUP: [g for g, _ in needed], "b": [b for _, b in needed]}).unique()
-        near = (
-            hashed.with_columns(bucket)
-            .join(
-                keys.lazy().with_columns(
-                    pl.col(GROUP).cast(histogram.schema[GROUP]), pl.col("b").cast(histogram.schema["b"])
-                ),
-                on=[GROUP, "b"],
-            )
-            .collect(engine="streaming")
-        )
+    if not needed:
+        return hashed.head(0).collect()
+    schema = hashed.collect_schema()
+    keys = pl.DataFrame(
+        {GROUP: [g for g, _ in needed], "b": [b for _, b in needed]},
+        schema={GROUP: schema[GROUP], "b": schema["b"]},
+    ).unique()
+    return hashed.join(keys.lazy(), on=[GROUP, "b"]).collect(engine="streaming")
+
+
+def plan_from_near(wanted: Wanted, near: pl.DataFrame, config: SplitConfig) -> SplitPlan:
+    """The split plan from the cut buckets and the hashes inside them: each cut is the hash of the row
+    of its rank."""
     cuts: dict[int, tuple[int, int]] = {}
     for group, targets in wanted.items():
         pair = []
