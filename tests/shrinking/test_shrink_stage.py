@@ -208,6 +208,13 @@ def test_multiclass_and_regression_models_shrink(
     shrunk = load_bundle(result.bundle.path)
     predictions = shrunk.predict(frame.drop(target).head(5))
     assert predictions.height == 5 and predictions["prediction"].null_count() == 0
+    if metric == "accuracy":  # ~36 validation rows: one row is ~2.8 points, more than a 1-point budget
+        strict = shrink_options(config, max_metric_drop=0.01)
+        refused = run_shrink(tmp_path / "models" / "small", strict)
+        assert refused.bundle is None and refused.reason is not None
+        assert "validation rows moves accuracy by" in refused.reason
+        assert "data.split.validation (at least 100 rows)" in refused.reason
+        assert [s.step for s in refused.steps] == ["parent"]  # nothing was trained
 
 
 def test_training_rows_larger_than_the_memory_budget_are_streamed(store_copy: tuple[Path, Config]) -> None:

@@ -16,6 +16,7 @@ Outputs in ``WORKDIR/NAME/shrink/``: ``report.html`` (table and plot), ``steps.c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -93,15 +94,16 @@ def run_shrink(
     run.record("parent", current, "parent", f"{ref.name} {ref.version}")
     parent_candidate = current
 
+    unverifiable = _unverifiable(metric, len(data.validation.target), sc.max_metric_drop)
     for method, step in (("distill", run.distill), ("prune", run.prune), ("quantize", run.quantize)):
-        if method in sc.methods:
+        if method in sc.methods and unverifiable is None:
             current = step(current)
 
     test = {
         "parent": test_metrics(parent_candidate, data),
         "final": test_metrics(current, data),
     }
-    reason = unmet(current, parent_candidate, run)
+    reason = unverifiable or unmet(current, parent_candidate, run)
     final = next(r for r in reversed(run.records) if r.decision in ("kept", "parent"))
     folder = cfg.stage_dir("shrink")
     result = ShrinkResult(ref, metric, run.budget, run.records, final, test, folder, reason=reason)
@@ -152,6 +154,18 @@ def run_shrink(
             )
         )
     return result
+
+
+def _unverifiable(metric: str, rows: int, max_drop: float) -> str | None:
+    """Why no student can be judged, when one validation row moves ``metric`` by more than the budget
+    (accuracy: ``1 / rows``): a student kept there could be any number of rows worse."""
+    if metric != "accuracy" or rows * max_drop >= 1:
+        return None
+    return (
+        f"one of the {rows} validation rows moves accuracy by {1 / rows:.4f}, more than "
+        f"shrink.max_metric_drop ({max_drop:g}): no student can be verified inside the budget; raise "
+        f"data.split.validation (at least {math.ceil(1 / max_drop)} rows) or shrink.max_metric_drop"
+    )
 
 
 def bundled_config(bundle: str | Path, overrides: list[str] | None = None) -> Config:
