@@ -3,10 +3,12 @@
 :class:`LeanClassifier` and :class:`LeanRegressor` follow scikit-learn's estimator contract, so
 ``cross_val_score``, ``GridSearchCV``, ``Pipeline`` and ``clone`` work with them. They are a thin boundary,
 not a second implementation: ``fit`` writes the training frame to a temporary Parquet file, infers the
-column specs as ``leanml init`` does, builds a :class:`~leanml.config.Config`, runs the train stage
-(:func:`~leanml.training.stage.train_and_bundle`: prepare → train → bundle) into a temporary workdir and
-store, and keeps the resulting bundle's files; ``predict`` scores through
-:meth:`~leanml.bundle.Bundle.predict`, the path that batch prediction and the server use.
+column specs as ``leanml init`` does (without its piecewise-linear bins, which would make a frame and an
+array of the same numbers fit different features; ``columns`` turns them on), builds a
+:class:`~leanml.config.Config`, runs the train stage (:func:`~leanml.training.stage.train_and_bundle`:
+prepare → train → bundle) into a temporary workdir and store, and keeps the resulting bundle's files;
+``predict`` scores through :meth:`~leanml.bundle.Bundle.predict`, the path that batch prediction and the
+server use.
 
 The fitted state is the bundle itself (``bundle_files_``: file name → bytes, a few tens of KB for small
 models), so a fitted estimator pickles as plain bytes and nothing on disk outlives ``fit``. The loaded
@@ -143,6 +145,8 @@ class _LeanEstimator(BaseEstimator):
             inferred: dict[str, Any] = {name: {"type": "numeric"} for name in names}
         else:  # a frame: the column specs `leanml init` would write
             inferred = yaml.safe_load(infer_config(str(data), target, config_dir=folder))["columns"]
+            for spec in inferred.values():  # the same features whatever holds X (an array or a frame):
+                spec.pop("encode", None)  # init's bins are opt-in here, columns={NAME: {"encode": "ple"}}
             ignored = [name for name, spec in inferred.items() if spec["type"] == "ignore"]
             ignored = [name for name in ignored if name not in (self.columns or {})]
             if ignored:
