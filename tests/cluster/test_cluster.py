@@ -219,3 +219,35 @@ def test_prepare_on_ray_counts_duplicates_across_shards(
     assert remote.report["rows"] == local.report["rows"]
     for name in ("train", "validation", "test"):
         assert read_split(tmp_path / "local", name).equals(read_split(tmp_path / "ray", name)), name
+
+
+def test_a_time_split_on_ray_with_tied_and_skewed_times(
+    ray_session: Any, shards: Path, tmp_path: Path
+) -> None:
+    """Most rows share one moment and the rest spread over a year: the cuts fall inside the tie and in a
+    sparse tail, where the Ray plan's bucketed order statistics must still give the local plan's rows."""
+    from leanml.cluster.prepare import prepare_on_ray
+    from leanml.cluster.session import connect
+
+    frame = pl.read_csv(shards / "part-*.csv").head(3_000)
+    tied = pl.int_range(pl.len()) % 10 < 6
+    frame = frame.with_columns(
+        pl.when(tied)
+        .then(pl.lit("2024-06-01T00:00:00.000000"))
+        .otherwise(pl.col("event_time"))
+        .alias("event_time")
+    )
+    folder = tmp_path / "tied"
+    folder.mkdir()
+    frame.head(1_200).write_csv(folder / "part-0.csv")
+    frame.tail(1_800).write_csv(folder / "part-1.csv")
+    split = {"by": "event_time", "validation": 0.2, "test": 0.3}
+    config = cluster_config(folder, tmp_path)
+    config = parse_config(
+        {**config.model_dump(mode="json"), "data": {"train": str(folder / "part-*.csv"), "split": split}}
+    )
+    local = prepare(config, out_dir=tmp_path / "local")
+    prepare_on_ray(config, connect(config, "auto"), out_dir=tmp_path / "ray")
+    assert local.report["rows"]["test"]["rows"] > 0
+    for name in ("train", "validation", "test"):
+        assert read_split(tmp_path / "local", name).equals(read_split(tmp_path / "ray", name)), name

@@ -7,7 +7,8 @@ global decision is made on the driver by the local functions, fed what the piece
 
 * the target's task and classes: :func:`infer_target` over the distinct target values of all pieces;
 * the split: the rounds of :func:`plan_split` on the pieces: (class, hash bucket) histograms summed on the
-  driver, then the hashes of the few buckets where a cut falls (a time split: every usable row's time);
+  driver, then the hashes of the few buckets where a cut falls (a time split: counts and the time range,
+  a histogram of the times, then the times in the buckets of the two cuts);
 * analyze: :func:`fit_preprocessor` runs on the driver over an empty frame of the right schema while its
   queries run on the pieces; each query's partial results are merged exactly (:mod:`leanml.cluster.merge`)
   and handed back, so the frozen state is the local one (moments agree to rounding, counts and quantiles
@@ -41,7 +42,7 @@ from leanml.cluster.pieces import (
     with_row_ids,
 )
 from leanml.cluster.session import Cluster, ClusterError
-from leanml.config import Config, DatetimeColumn
+from leanml.config import Config, DatetimeColumn, SplitConfig
 from leanml.data import fit
 from leanml.data.fit import Collect
 from leanml.data.io import (
@@ -75,8 +76,9 @@ from leanml.data.split import (
     hash_keys,
     near_hashes,
     plan_from_near,
-    plan_split,
     split_histogram,
+    time_plan,
+    time_ranks,
 )
 from leanml.data.state import PreprocessState, TargetState
 from leanml.data.target import infer_target
@@ -205,12 +207,13 @@ def _plan_split(job: Job, pieces: Sequence[Piece], options: dict[str, Any]) -> S
     """The local :func:`plan_split`'s plan. A hash split runs its two rounds on the pieces: each piece
     hashes its rows once and returns its (class, bucket) histogram, keeping the hashes in the object
     store; the driver sums the histograms, finds the buckets where the cuts fall, and only the hashes in
-    those buckets come back. A time split needs every row's time on the driver (8 bytes a row)."""
+    those buckets come back; a time split likewise (:func:`_plan_time_split`)."""
     split = job.config.data.split
-    if split.by is not None:
-        times = pl.concat(_run(options, _split_times, pieces, job), how="vertical_relaxed")
-        return plan_split(times.lazy(), split)
     shared = ray.put(job)
+    if split.by is not None:
+        return _plan_time_split(
+            split, [_split_times.options(**options, num_returns=2).remote(p, shared) for p in pieces], options
+        )
     rounds = [_split_histogram.options(**options, num_returns=2).remote(p, shared) for p in pieces]
     histogram = pl.concat(ray.get([r[0] for r in rounds]), how="vertical_relaxed")
     wanted = cut_buckets(histogram, split)
@@ -223,9 +226,63 @@ def _usable_keys(piece: Piece, job: Job, key: str) -> pl.LazyFrame:
     return labeled.filter(pl.col(PRE_REASON).is_null()).select(ROW_ID, key)
 
 
+def _plan_time_split(split: SplitConfig, rounds: list[Any], options: dict[str, Any]) -> SplitPlan:
+    """A time split's plan from the pieces' times, which stay in the object store: their counts and
+    range, then a histogram of :data:`TIME_BUCKETS` equal-width buckets, then only the times in the
+    buckets where the validation and test cuts fall (the local plan: exact order statistics)."""
+    stats = ray.get([r[0] for r in rounds])
+    ranks = time_ranks(sum(n for n, _, _ in stats), split)
+    wanted = [rank for rank in ranks if rank is not None]
+    if not wanted:
+        return time_plan(ranks, {}, split)
+    lo, hi = min(s[1] for s in stats), max(s[2] for s in stats)
+    counts = ray.get([_time_histogram.options(**options).remote(r[1], lo, hi) for r in rounds])
+    histogram = np.sum(counts, axis=0)
+    cumulative = np.cumsum(histogram)
+    buckets = {rank: int(np.searchsorted(cumulative, rank, side="right")) for rank in wanted}
+    needed = sorted(set(buckets.values()))
+    near = np.concatenate(
+        ray.get([_times_in.options(**options).remote(r[1], lo, hi, needed) for r in rounds])
+    )
+    in_bucket = _time_buckets(near, lo, hi)
+    at_rank = {}
+    for rank, bucket in buckets.items():
+        before = int(cumulative[bucket] - histogram[bucket])
+        at_rank[rank] = float(np.sort(near[in_bucket == bucket])[rank - before])
+    return time_plan(ranks, at_rank, split)
+
+
+TIME_BUCKETS = 4096
+"""Equal-width buckets of a time split's histogram on Ray."""
+
+
+def _time_buckets(times: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Each time's bucket among :data:`TIME_BUCKETS` equal-width ones over ``[lo, hi]`` (the same float
+    arithmetic in every task and on the driver, so a time lands in the same bucket everywhere)."""
+    if hi <= lo:
+        return np.zeros(len(times), dtype=np.int64)
+    scaled = (times - lo) / (hi - lo) * TIME_BUCKETS
+    return np.clip(scaled.astype(np.int64), 0, TIME_BUCKETS - 1)
+
+
 @ray.remote
-def _split_times(piece: Piece, job: Job) -> pl.DataFrame:
-    return _usable_keys(piece, job, TIME).select(TIME).collect(engine="streaming")
+def _split_times(piece: Piece, job: Job) -> tuple[tuple[int, float, float], np.ndarray]:
+    """The piece's usable rows' times (kept in the object store) and their count, min and max."""
+    frame = _usable_keys(piece, job, TIME).select(TIME).drop_nulls().collect(engine="streaming")
+    times = frame[TIME].cast(pl.Float64).to_numpy()
+    if len(times) == 0:
+        return (0, np.inf, -np.inf), times
+    return (len(times), float(times.min()), float(times.max())), times
+
+
+@ray.remote
+def _time_histogram(times: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.bincount(_time_buckets(times, lo, hi), minlength=TIME_BUCKETS)
+
+
+@ray.remote
+def _times_in(times: np.ndarray, lo: float, hi: float, buckets: list[int]) -> np.ndarray:
+    return times[np.isin(_time_buckets(times, lo, hi), buckets)]
 
 
 @ray.remote

@@ -76,15 +76,30 @@ def plan_split(frame: pl.LazyFrame, config: SplitConfig) -> SplitPlan:
     if config.by is not None:
         times = frame.select(TIME).drop_nulls().collect(engine="streaming")[TIME].to_numpy()
         times = np.sort(times)
-        n_test, n_val = split_counts(len(times), config)
-        start_test = float(times[len(times) - n_test]) if n_test else np.inf
-        start_val = float(times[len(times) - n_test - n_val]) if n_val else start_test
-        return SplitPlan(method="time", seed=config.seed, time_cuts=(start_val, start_test))
+        ranks = time_ranks(len(times), config)
+        return time_plan(ranks, {r: float(times[r]) for r in ranks if r is not None}, config)
     # Exact cuts without holding every row's hash: count rows per (group, hash bucket), then read only the
     # hashes of the buckets where a cut falls and rank within them.
     hashed = hash_keys(frame, config)
     wanted = cut_buckets(split_histogram(hashed), config)
     return plan_from_near(wanted, near_hashes(hashed, wanted), config)
+
+
+def time_ranks(n: int, config: SplitConfig) -> tuple[int | None, int | None]:
+    """Positions, in ascending order of time, of the first validation row and of the first test row of a
+    time split of ``n`` rows; ``None`` where that split gets no rows."""
+    n_test, n_val = split_counts(n, config)
+    return (n - n_test - n_val if n_val else None, n - n_test if n_test else None)
+
+
+def time_plan(
+    ranks: tuple[int | None, int | None], at_rank: dict[int, float], config: SplitConfig
+) -> SplitPlan:
+    """A time split's plan from :func:`time_ranks` and the time at each of those positions."""
+    val_rank, test_rank = ranks
+    start_test = at_rank[test_rank] if test_rank is not None else np.inf
+    start_val = at_rank[val_rank] if val_rank is not None else start_test
+    return SplitPlan(method="time", seed=config.seed, time_cuts=(start_val, start_test))
 
 
 Wanted = dict[int, list[tuple[int, int, int] | None]]
