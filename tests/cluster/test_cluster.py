@@ -148,6 +148,8 @@ def test_nothing_imports_ray_without_the_option() -> None:
 
 def test_tune_on_ray_shares_one_study(ray_session: Any, shards: Path, tmp_path: Path) -> None:
     """Trials run as Ray tasks attached to one journal under the storage path; --resume continues it."""
+    from rich.console import Console
+
     from leanml.cluster.session import connect
     from leanml.cluster.tune import tune_on_ray
 
@@ -155,7 +157,9 @@ def test_tune_on_ray_shares_one_study(ray_session: Any, shards: Path, tmp_path: 
     ray_section = {"num_workers": 2, "storage": str(tmp_path / "ray")}
     config = cluster_config(shards, tmp_path, tune=tune, ray=ray_section)
     cluster = connect(config, "auto")
-    first = tune_on_ray(config, cluster, bundle=False)
+    console = Console(record=True, width=200)
+    first = tune_on_ray(config, cluster, console=console, bundle=False)
+    assert "on the cluster" in console.export_text()  # the base data was prepared by Ray tasks
     folder = tmp_path / "ray" / "tune"
     assert first.folder == folder and (folder / "study.log").stat().st_size > 0
     assert first.ran == 2 and [t.state for t in first.trials] == ["complete", "complete"]

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from rich.console import Console
 
+from leanml.cluster.prepare import prepare_on_ray
 from leanml.cluster.session import Cluster
 from leanml.config import Config, with_section
 from leanml.tuning.stage import TuneResult, run_tune
@@ -52,8 +53,10 @@ def tune_on_ray(
     console: Console | None = None,
     bundle: bool = True,
 ) -> TuneResult:
-    """Run the tune stage with its trials as Ray tasks, ``cluster.workers`` at once; the study, trials,
-    reports and ``best.yaml`` go to ``STORAGE/tune/``. The best config is then bundled as locally."""
+    """Run the tune stage with its trials as Ray tasks, ``cluster.workers`` at once; the base data is
+    prepared on the cluster (trials that change the preprocessing prepare their variant in their task);
+    the study, trials, reports and ``best.yaml`` go to ``STORAGE/tune/``. The best config is then bundled
+    as locally."""
     config = with_section(config, "tune", {"jobs": cluster.workers})
     if console is not None:
         console.print(f"tuning on Ray: {cluster.workers} trials at once × {cluster.cpus:g} CPUs")
@@ -64,4 +67,5 @@ def tune_on_ray(
         bundle=bundle,
         executor=RayTasks(cluster.cpus),
         folder=cluster.storage / STUDY_FOLDER,
+        prepare_stage=lambda cfg, out_dir, console: prepare_on_ray(cfg, cluster, out_dir, console),
     )

@@ -13,9 +13,11 @@ prepared data of each preprocessing variant).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -84,6 +86,7 @@ def run_tune(
     bundle: bool = True,
     executor: Executor | None = None,
     folder: Path | None = None,
+    prepare_stage: Callable[..., Any] | None = None,
 ) -> TuneResult:
     """Run the search ``config.tune`` describes; write the reports and ``best.yaml``; bundle the best.
 
@@ -97,10 +100,11 @@ def run_tune(
     that trains the best config.
 
     ``executor`` runs the trials (see :func:`run_study`; the Ray cluster's tasks), and ``folder`` replaces
-    ``WORKDIR/NAME/tune/`` (a folder the executor's workers reach).
+    ``WORKDIR/NAME/tune/`` (a folder the executor's workers reach); ``prepare_stage`` prepares the base
+    data (called like :func:`~leanml.data.prepare.prepare`; the cluster's stage on Ray).
     """
     with tracked_run(config, "tune") as tracker:
-        return _run_tune(config, resume, console, bundle, tracker, executor, folder)
+        return _run_tune(config, resume, console, bundle, tracker, executor, folder, prepare_stage)
 
 
 def _run_tune(
@@ -111,12 +115,13 @@ def _run_tune(
     tracker: Tracker,
     executor: Executor | None,
     folder: Path | None,
+    prepare_stage: Callable[..., Any] | None = None,
 ) -> TuneResult:
     space = search_space(config.tune)
     space.check(config)
     files = StudyFiles(folder if folder is not None else config.stage_dir("tune"))
 
-    base = prepared_variant(config, files.variants, console=console)
+    base = prepared_variant(config, files.variants, console=console, stage=prepare_stage)
     task = base.state().target.task
     metric = config.tune.metric or MAIN_METRIC[task]
     check_metric(task, metric, "tune.metric")

@@ -9,7 +9,9 @@ prepares; ``prepare`` swaps its output folder in whole, so a folder that exists 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -31,8 +33,14 @@ def variant_id(config: Config) -> str:
     return variant_config(config).digest(PREPARE_SECTIONS)[:DIGEST_CHARS]
 
 
-def prepared_variant(config: Config, root: str | Path, console: Console | None = None) -> PreparedData:
-    """The prepared splits of ``config``'s variant under ``root``, preparing them first if needed."""
+def prepared_variant(
+    config: Config,
+    root: str | Path,
+    console: Console | None = None,
+    stage: Callable[..., Any] | None = None,
+) -> PreparedData:
+    """The prepared splits of ``config``'s variant under ``root``, preparing them first if needed (with
+    ``stage``, called like :func:`~leanml.data.prepare.prepare`; e.g. the Ray stage)."""
     root = Path(root)
     name = variant_id(config)
     prepared = PreparedData(root / name)
@@ -41,7 +49,7 @@ def prepared_variant(config: Config, root: str | Path, console: Console | None =
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / f".{name}.lock"):
         if not prepared.exists():  # another process may have prepared it meanwhile
-            prepare(variant_config(config), out_dir=prepared.folder, console=console)
+            (stage or prepare)(variant_config(config), out_dir=prepared.folder, console=console)
     return prepared
 
 
