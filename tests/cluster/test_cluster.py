@@ -181,14 +181,18 @@ def test_train_resume_on_ray_continues_the_last_run(prepared_both: dict[str, Any
 
     storage = tmp_path / "ray"
     prepared = PreparedData(prepared_both["ray"])
-    one = cluster_config(prepared_both["root"], tmp_path, train={"epochs": 1, "batch_size": 256})
-    one = parse_config({**one.model_dump(mode="json"), "ray": {"num_workers": 2, "storage": str(storage)}})
+    ray_section = {"num_workers": 2, "storage": str(storage)}
+    one = cluster_config(
+        prepared_both["root"], tmp_path, train={"epochs": 1, "batch_size": 256}, ray=ray_section
+    )
     cluster = connect(one, "auto")
     first = train_model_on_ray(one, cluster, prepared, tmp_path / "first")
     name = (storage / LAST_RUN).read_text().strip()
     assert len(first.history) == 1 and _has_checkpoint(storage / name)
 
-    two = parse_config({**one.model_dump(mode="json"), "train": {"epochs": 2, "batch_size": 256}})
+    two = cluster_config(
+        prepared_both["root"], tmp_path, train={"epochs": 2, "batch_size": 256}, ray=ray_section
+    )
     console = Console(record=True, width=200)
     resumed = train_model_on_ray(two, connect(two, "auto"), prepared, tmp_path / "second", True, console)
     assert (storage / LAST_RUN).read_text().strip() == name  # the same run, continued
@@ -199,30 +203,34 @@ def test_train_resume_on_ray_continues_the_last_run(prepared_both: dict[str, Any
     assert not _has_checkpoint(storage / "never-ran")  # its resume restores nothing: nothing to discount
 
 
+def prepare_both_ways(folder: Path, root: Path, split: dict[str, Any]) -> tuple[Any, Any]:
+    """Prepare the CSV shards in ``folder`` with ``split`` locally and on Ray (under ``root``); assert that
+    every split holds the same rows; return both results."""
+    from leanml.cluster.prepare import prepare_on_ray
+    from leanml.cluster.session import connect
+
+    config = cluster_config(folder, root, data={"train": str(folder / "part-*.csv"), "split": split})
+    local = prepare(config, out_dir=root / "local")
+    remote = prepare_on_ray(config, connect(config, "auto"), out_dir=root / "ray")
+    for name in ("train", "validation", "test"):
+        assert read_split(root / "local", name).equals(read_split(root / "ray", name)), name
+    return local, remote
+
+
 @pytest.mark.parametrize("split", [{"by": "event_time"}, {"stratify": False, "seed": 3}])
 def test_prepare_on_ray_counts_duplicates_across_shards(
     ray_session: Any, shards: Path, tmp_path: Path, split: dict[str, Any]
 ) -> None:
     """Rows repeated within and across shards are counted as locally (the keys are counted by a shuffle,
     never on the driver); a time split and a plain random split give the local rows."""
-    from leanml.cluster.prepare import prepare_on_ray
-    from leanml.cluster.session import connect
-
     frame = pl.read_csv(shards / "part-*.csv").head(3_000)
     folder = tmp_path / "dup"
     folder.mkdir()
     frame.head(2_000).vstack(frame.head(150)).write_csv(folder / "part-0.csv")  # 150 repeated inside
     frame.slice(1_500, 1_500).write_csv(folder / "part-1.csv")  # 500 repeated from part-0
-    config = cluster_config(folder, tmp_path)
-    config = parse_config(
-        {**config.model_dump(mode="json"), "data": {"train": str(folder / "part-*.csv"), "split": split}}
-    )
-    local = prepare(config, out_dir=tmp_path / "local")
-    remote = prepare_on_ray(config, connect(config, "auto"), out_dir=tmp_path / "ray")
+    local, remote = prepare_both_ways(folder, tmp_path, split)
     assert local.report["rows"]["duplicates"] == 650
     assert remote.report["rows"] == local.report["rows"]
-    for name in ("train", "validation", "test"):
-        assert read_split(tmp_path / "local", name).equals(read_split(tmp_path / "ray", name)), name
 
 
 def test_a_time_split_on_ray_with_tied_and_skewed_times(
@@ -230,9 +238,6 @@ def test_a_time_split_on_ray_with_tied_and_skewed_times(
 ) -> None:
     """Most rows share one moment and the rest spread over a year: the cuts fall inside the tie and in a
     sparse tail, where the Ray plan's bucketed order statistics must still give the local plan's rows."""
-    from leanml.cluster.prepare import prepare_on_ray
-    from leanml.cluster.session import connect
-
     frame = pl.read_csv(shards / "part-*.csv").head(3_000)
     tied = pl.int_range(pl.len()) % 10 < 6
     frame = frame.with_columns(
@@ -245,13 +250,5 @@ def test_a_time_split_on_ray_with_tied_and_skewed_times(
     folder.mkdir()
     frame.head(1_200).write_csv(folder / "part-0.csv")
     frame.tail(1_800).write_csv(folder / "part-1.csv")
-    split = {"by": "event_time", "validation": 0.2, "test": 0.3}
-    config = cluster_config(folder, tmp_path)
-    config = parse_config(
-        {**config.model_dump(mode="json"), "data": {"train": str(folder / "part-*.csv"), "split": split}}
-    )
-    local = prepare(config, out_dir=tmp_path / "local")
-    prepare_on_ray(config, connect(config, "auto"), out_dir=tmp_path / "ray")
+    local, _ = prepare_both_ways(folder, tmp_path, {"by": "event_time", "validation": 0.2, "test": 0.3})
     assert local.report["rows"]["test"]["rows"] > 0
-    for name in ("train", "validation", "test"):
-        assert read_split(tmp_path / "local", name).equals(read_split(tmp_path / "ray", name)), name
