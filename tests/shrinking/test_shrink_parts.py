@@ -27,6 +27,7 @@ from leanml.shrinking.prune import (
     units_to_keep,
 )
 from leanml.shrinking.quantize import is_int8, quantize_int8
+from leanml.shrinking.steps import int8_refusal
 
 T, ALPHA = 3.0, 0.6
 
@@ -239,6 +240,24 @@ def test_int8_outputs_stay_close_to_fp32_and_the_graph_is_smaller() -> None:
     assert (exact.argmax(1) == approx.argmax(1)).mean() > 0.97
 
 
+@pytest.mark.parametrize(
+    ("fp32_us", "int8_us", "smaller", "target", "why"),
+    [
+        (40.0, 35.0, 1.1, None, None),  # faster: kept however small the saving
+        (40.0, 42.0, 3.5, None, None),  # much smaller, 5 % slower
+        (40.0, 44.0, 1.1, None, "only 1.10× smaller"),  # a tiny student: a few bytes for a slower call
+        (40.0, 48.0, 3.5, None, "1.20× slower"),
+        (40.0, 42.0, 3.5, 41.0, "slower than the latency target"),
+        (40.0, 42.0, 3.5, 39.0, None),  # the fp32 graph misses the target too
+    ],
+)
+def test_int8_is_kept_when_faster_or_much_smaller_and_not_much_slower(
+    fp32_us: float, int8_us: float, smaller: float, target: float | None, why: str | None
+) -> None:
+    verdict = int8_refusal(fp32_us, int8_us, smaller, target)
+    assert verdict is None if why is None else why in (verdict or "")
+
+
 # ------------------------------------------------------------------------------------------------ budget
 def test_budget_is_points_for_scores_and_a_share_for_errors() -> None:
     auc = Budget("roc_auc", 0.90, 0.01)
@@ -307,7 +326,7 @@ def test_shrink_times_the_whole_serving_graph_on_raw_rows(trained_flights: dict[
     serving = Serving(bundle.state, graph_inputs(rows, bundle.state))
     network = (bundle.path / MODEL_ONNX).read_bytes()
     outputs = timed_call(network, bundle.spec, np.zeros((1, 1), np.float32), serving)(3)()
-    assert len(outputs) == len(bundle.pipeline.output_names)  # every output of pipeline.onnx
-    assert all(len(o) == 3 for o in outputs)
+    assert list(outputs) == bundle.pipeline.output_names  # every output of the served graph
+    assert all(len(o) == 3 for o in outputs.values())
     bare = timed_call(network, bundle.spec, np.zeros((5, len(bundle.state.feature_names)), np.float32), None)
     assert bare(2)().shape == (2, 1)

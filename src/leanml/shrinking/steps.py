@@ -41,7 +41,10 @@ STUDENT_STEPS = (4000, 8, 500)
 FINETUNE_STEPS = (1000, 2, 100)
 """Default fine-tuning after a pruning step: optimizer steps, and the fewest and most epochs."""
 INT8_MAX_SLOWDOWN = 1.10
-"""An int8 graph that is only smaller is kept when batch-1 latency stays within this factor."""
+"""An int8 graph that is only smaller is kept when batch-1 latency stays within this factor..."""
+INT8_MIN_SHRINK = 1.5
+"""...and it is at least this many times smaller: a tiny student's int8 graph saves a few hundred bytes
+(its size is mostly the graph's structure) and costs quantize / dequantize nodes on every call."""
 
 
 class ShrinkRun:
@@ -333,23 +336,35 @@ class ShrinkRun:
             spec=current.spec,
             serving=self.serving,
         )
-        faster, slowdown = int8_us < fp32_us, int8_us / fp32_us
-        smaller = made.measurement.onnx_bytes < current.measurement.onnx_bytes
+        ratio = current.measurement.onnx_bytes / made.measurement.onnx_bytes
+        why = int8_refusal(fp32_us, int8_us, ratio, self.shrink.target_latency_us)
         timed = f"p50 at batch 1: {int8_us:.1f} µs int8, {fp32_us:.1f} µs fp32, timed side by side"
-        target = self.shrink.target_latency_us
-        if not (faster or smaller):
-            self.record("int8", made, "not kept", f"neither smaller nor faster ({timed})")
-        elif not faster and slowdown > INT8_MAX_SLOWDOWN:
-            self.record("int8", made, "not kept", f"smaller, but {slowdown:.2f}× slower ({timed})")
-        elif target is not None and int8_us > target >= fp32_us:
-            self.record("int8", made, "not kept", f"smaller, but slower than the latency target ({timed})")
-        else:
-            ratio = current.measurement.onnx_bytes / made.measurement.onnx_bytes
-            self.record(
-                "int8", made, "kept", f"{ratio:.1f}× smaller, {1 / slowdown:.2f}× the speed ({timed})"
-            )
-            return made
-        return current
+        if why is not None:
+            self.record("int8", made, "not kept", f"{why} ({timed})")
+            return current
+        self.record(
+            "int8", made, "kept", f"{ratio:.1f}× smaller, {fp32_us / int8_us:.2f}× the speed ({timed})"
+        )
+        return made
+
+
+def int8_refusal(fp32_us: float, int8_us: float, smaller: float, target_us: float | None) -> str | None:
+    """Why an int8 graph inside the budget is not kept, or ``None`` to keep it.
+
+    ``smaller``: fp32 bytes / int8 bytes. Kept when faster at batch 1; or when at least
+    :data:`INT8_MIN_SHRINK` times smaller, at most :data:`INT8_MAX_SLOWDOWN` times slower, and not pushed
+    over the latency target that the fp32 graph meets.
+    """
+    if int8_us < fp32_us:
+        return None
+    slowdown = int8_us / fp32_us
+    if smaller < INT8_MIN_SHRINK:
+        return f"not faster, and only {smaller:.2f}× smaller"
+    if slowdown > INT8_MAX_SLOWDOWN:
+        return f"smaller, but {slowdown:.2f}× slower"
+    if target_us is not None and int8_us > target_us >= fp32_us:
+        return "smaller, but slower than the latency target"
+    return None
 
 
 def describe(spec: dict[str, Any]) -> str:
