@@ -18,6 +18,7 @@ from leanml.models import (
     MODEL_JSON,
     MODEL_WEIGHTS,
     ONNX_INPUT,
+    ONNX_OUTPUT,
     build_model,
     export_onnx,
     load_model,
@@ -130,3 +131,28 @@ def test_bad_specs_and_weights_are_refused() -> None:
     wrong["net.layers.0.weight"] = torch.zeros(4, N_INPUTS + 1)
     with pytest.raises(StateError, match="shape"):
         model_from_state(spec, wrong)
+
+
+@pytest.mark.parametrize("arch", ["linear", "mlp"])
+def test_a_regression_graph_folds_its_target_scaling_into_the_last_layer(tmp_path: Path, arch: str) -> None:
+    import onnx
+
+    from leanml.models.export import fold_output_scaling
+
+    config = ModelConfig(arch=arch, hidden=[16, 8]) if arch == "mlp" else ModelConfig(arch=arch)
+    model, spec = _trained(config, "regression", 0)
+    graph = onnx.load(str(export_onnx(model, spec, tmp_path / "model.onnx")))
+    last = next(node for node in graph.graph.node if ONNX_OUTPUT in node.output)
+    assert last.op_type == "Gemm" and {n.op_type for n in graph.graph.node} <= {"Gemm", "Relu"}
+    assert not {"target_scale", "target_shift"} & {t.name for t in graph.graph.initializer}
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).normal(size=(50, N_INPUTS)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {ONNX_INPUT: x})[0], expected, rtol=1e-5, atol=1e-4)
+    assert not fold_output_scaling(graph)  # nothing left to fold
+
+    classifier, spec = _trained(ModelConfig(arch="mlp", hidden=[8]), "binary", 2)
+    exported = onnx.load(str(export_onnx(classifier, spec, tmp_path / "classifier.onnx")))
+    before = exported.SerializeToString()
+    assert not fold_output_scaling(exported) and exported.SerializeToString() == before
