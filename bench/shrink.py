@@ -181,7 +181,7 @@ def bench_one(table: Table, folder: Path, args: argparse.Namespace) -> str:
     calls = {
         key: {
             "network": (lambda s=networks[key]: s.outputs(row)),
-            "pipeline": (lambda b=bundle: b.pipeline.session.run(None, feed)),
+            "pipeline": (lambda b=bundle: b.pipeline.run(feed)),
         }
         for key, bundle in loaded.items()
     }

@@ -222,3 +222,37 @@ def test_a_second_training_run_adds_a_version_and_frames_must_have_the_inputs(
         bundle.predict(pl.DataFrame({"dep_delay": [1.0]}))
     one = bundle.predict([{"dep_delay": 30, "carrier": "UA", "time_hour": "2013-05-01T08:00:00Z"}])
     assert one.height == 1 and one["prediction"].dtype == pl.Boolean
+
+
+def test_the_served_graph_is_pipeline_onnx_packed_and_answers_alike(
+    trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from leanml.bundle import graph
+    from leanml.bundle.runtime import PipelineRuntime
+
+    bundle = load_bundle(trained["outcome"].bundle.path)
+    kinds = {c.type for c in bundle.state.columns}
+    assert len(bundle.pipeline.input_names) == len(kinds) < len(bundle.state.columns)
+    contract = PipelineRuntime(bundle.path / "pipeline.onnx", threads=1)
+    assert contract.input_names == [c.name for c in bundle.state.columns]
+    frame = pl.read_parquet(trained["data"]).head(300)
+    feed = graph.graph_inputs(frame, bundle.state)
+    served, reference = bundle.pipeline.run(feed), contract.run(feed)
+    assert list(served) == list(reference)
+    for name, values in reference.items():
+        np.testing.assert_array_equal(served[name], values, err_msg=name)
+
+    # A packed twin that disagrees with pipeline.onnx is refused like a damaged bundle.
+    build = graph.build_pipeline
+
+    def shifted(state: Any, model: Any, spec: Any, packed: bool = False) -> Any:
+        if packed:
+            data = state.model_dump(mode="json")
+            numeric = next(c for c in data["columns"] if c["type"] == "numeric")
+            numeric["scale"]["offset"] += 5.0
+            state = type(state).model_validate(data)
+        return build(state, model, spec, packed)
+
+    monkeypatch.setattr(graph, "build_pipeline", shifted)
+    with pytest.raises(BundleError, match=r"packed twin of pipeline\.onnx"):
+        load_bundle(bundle.path)

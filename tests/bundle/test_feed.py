@@ -169,3 +169,76 @@ def test_a_batch_reads_each_request_as_it_reads_alone(state: Any, batch: list[li
             same = all(a == b or (a != a and b != b) for a, b in zip(got, values, strict=True))
             assert same or alone_errors  # a request with a problem is answered by its problems
         start += n
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(st.lists(json_values, min_size=0, max_size=3), min_size=1, max_size=4))
+def test_packed_reading_puts_each_value_where_packing_the_columns_puts_it(batch: list[list[Any]]) -> None:
+    from leanml.bundle.feed import read_batch, readers
+    from leanml.bundle.graph import pack, packed_inputs
+
+    state = _two_of_each_kind()
+    read = readers(state)
+    requests = [
+        {"x": values, "c": values, "x2": values[::-1], "c2": [str(v) for v in values]} for values in batch
+    ]
+    rows = [len(values) for values in batch]
+    packing = packed_inputs(state)
+    packed, packed_errors = read_batch(requests, rows, state, read, packing)
+    columns, errors = read_batch(requests, rows, state, read)
+    assert packed_errors == errors
+    expected = pack(columns, packing)
+    assert list(packed) == [entry.name for entry in packing] == list(expected)
+    for name, matrix in expected.items():
+        got = packed[name]
+        assert (
+            got.shape == matrix.shape == (sum(rows), len(next(e for e in packing if e.name == name).columns))
+        )
+        assert got.dtype == matrix.dtype and got.flags.c_contiguous
+        assert all(a == b or (a != a and b != b) for a, b in zip(got.ravel(), matrix.ravel(), strict=True))
+
+
+def _two_of_each_kind() -> Any:
+    frame = pl.DataFrame(
+        {
+            "x": [1.0, 2.0, 3.0, None],
+            "c": ["a", "b", "a", "b"],
+            "x2": [5.0, 6.0, 7.0, 8.0],
+            "c2": ["u", "v", "u", None],
+            "y": [0, 1, 0, 1],
+        }
+    )
+    config = parse_config(
+        {
+            "name": "m",
+            "data": {"train": "unused.parquet", "null_values": NULLS},
+            "target": "y",
+            "columns": {
+                "x": {"type": "numeric"},
+                "c": {"type": "categorical"},
+                "x2": {"type": "numeric"},
+                "c2": {"type": "categorical"},
+            },
+        }
+    )
+    target = infer_target(frame.lazy(), "y", "auto", NULLS)
+    return fit_preprocessor(frame.lazy(), config.columns, target, NULLS)
+
+
+def test_packed_input_names_step_around_column_and_output_names() -> None:
+    from leanml.bundle.graph import PackedInput, packed_inputs
+    from leanml.data.state import PreprocessState
+
+    state = _two_of_each_kind()
+    assert packed_inputs(state) == [
+        PackedInput("numeric", "numeric", ["x", "x2"]),
+        PackedInput("categorical", "categorical", ["c", "c2"]),
+    ]
+    data = state.model_dump(mode="json")
+    for column in data["columns"]:
+        column["name"] = {"x": "numeric", "x2": "numeric_", "c": "categorical", "c2": "c2"}[column["name"]]
+    renamed = PreprocessState.from_dict(data)
+    assert [(e.name, e.columns) for e in packed_inputs(renamed)] == [
+        ("numeric__", ["numeric", "numeric_"]),
+        ("categorical_", ["categorical", "c2"]),
+    ]

@@ -43,7 +43,7 @@ from leanml.bundle.graph import (
     manifest_entry,
     problem_names,
 )
-from leanml.bundle.runtime import OnnxRuntime, scores
+from leanml.bundle.runtime import OnnxRuntime, PipelineRuntime, scores
 from leanml.config import ModelConfig, parse_config
 from leanml.data.preprocessor import (
     FLAGS as POLARS_FLAGS,
@@ -90,9 +90,19 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def run_preprocessing(state: PreprocessState, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    compiled = compile_preprocessing(state)
+VARIANTS = [(18, False), (20, False), (18, True), (20, True)]
+"""(opset, packed): a lookup per categorical column before opset 20, one for all from 20 on; one input
+per column (``pipeline.onnx``) or one per kind (the graph the server runs)."""
+
+
+def run_preprocessing(
+    state: PreprocessState, frame: pl.DataFrame, opset: int = 18, packed: bool = False
+) -> dict[str, np.ndarray]:
+    compiled = compile_preprocessing(state, opset=opset, packed=packed)
     onnx.checker.check_model(compiled, full_check=True)
+    if packed:  # the runtime packs the columns and gives back the check outputs the graph leaves out
+        packing = graph.packed_inputs(state)
+        return PipelineRuntime(compiled.SerializeToString(), packing=packing).run(graph_inputs(frame, state))
     sess = session(compiled)
     outputs = sess.run(None, graph_inputs(frame, state))
     return dict(zip([o.name for o in sess.get_outputs()], outputs, strict=True))
@@ -110,7 +120,14 @@ def polars_checks(frame: pl.DataFrame, state: PreprocessState) -> tuple[np.ndarr
 
 
 def assert_same_as_polars(frame: pl.DataFrame, state: PreprocessState) -> None:
-    got = run_preprocessing(state, frame)
+    for opset, packed in VARIANTS:
+        assert_variant_same_as_polars(frame, state, opset, packed)
+
+
+def assert_variant_same_as_polars(
+    frame: pl.DataFrame, state: PreprocessState, opset: int, packed: bool
+) -> None:
+    got = run_preprocessing(state, frame, opset, packed)
     transformed = transform(frame, state, mode="serve")
     expected64 = feature_matrix(transformed, state, np.float64)
     expected32 = feature_matrix(transformed, state, np.float32)
@@ -387,10 +404,15 @@ def test_shapes_with_no_checks_and_an_empty_batch() -> None:
     train = pl.DataFrame({"c": ["a", "b", "a", "c"]})
     state = fit(train, {"c": {"type": "categorical"}})
     assert problem_names(state) == [] and flag_names(state) == []
-    got = run_preprocessing(state, pl.DataFrame({"c": ["a", "zzz"]}))
-    assert got[PROBLEMS].shape == (2, 0) and got[FLAGS].shape == (2, 0)
-    empty = run_preprocessing(state, pl.DataFrame({"c": pl.Series([], dtype=pl.String)}))
-    assert empty[graph.FEATURES].shape == (0, len(state.feature_names))
+    for opset, packed in VARIANTS:
+        got = run_preprocessing(state, pl.DataFrame({"c": ["a", "zzz"]}), opset, packed)
+        assert got[PROBLEMS].shape == (2, 0) and got[FLAGS].shape == (2, 0)
+        assert got[PROBLEMS].dtype == got[FLAGS].dtype == np.bool_
+        empty = run_preprocessing(state, pl.DataFrame({"c": pl.Series([], dtype=pl.String)}), opset, packed)
+        assert empty[graph.FEATURES].shape == (0, len(state.feature_names))
+        assert empty[PROBLEMS].shape == empty[FLAGS].shape == (0, 0)
+    packed_graph = compile_preprocessing(state, opset=20, packed=True)
+    assert [o.name for o in packed_graph.graph.output] == [graph.FEATURES]  # nothing to compute for checks
 
 
 def test_problem_names_follow_the_rejection_rules_and_manifest_lists_them() -> None:
@@ -531,3 +553,28 @@ def test_graph_inputs_missing_string_is_a_null_token_by_default() -> None:
     from leanml.config import DEFAULT_NULL_VALUES
 
     assert MISSING_STRING in DEFAULT_NULL_VALUES
+
+
+def test_binary_label_is_probability_at_least_a_half_at_the_boundary() -> None:
+    head = graph._head("binary", "logits", 1, graph.DEFAULT_OPSET)
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    logits = np.array(
+        [
+            [0.0],
+            [-0.0],
+            [tiny],
+            [-tiny],
+            [1e-8],
+            [-1e-8],
+            [5.96e-8],
+            [-5.96e-8],
+            [1e-3],
+            [-1e-3],
+            [30.0],
+            [-30.0],
+        ],
+        dtype=np.float32,
+    )
+    probabilities, labels = session(head).run(None, {"logits": logits})
+    np.testing.assert_array_equal(labels, (probabilities[:, 1] >= 0.5).astype(np.int64))
+    np.testing.assert_array_equal(labels, predicted_classes("binary", probabilities[:, 1].astype(np.float64)))

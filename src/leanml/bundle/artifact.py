@@ -15,8 +15,10 @@ Files::
 
 Loading verifies every checksum, refuses manifests from a newer format, checks that the weights are
 safetensors (never unpickling anything; the PyTorch model itself is rebuilt only when asked for) and
-replays the reference rows through the network and through ``pipeline.onnx``: a bundle that no longer
-reproduces its own outputs is refused. Tolerances follow the outputs' scale (see :func:`tolerance`).
+replays the reference rows through the network, through ``pipeline.onnx`` and through its packed twin
+(:func:`packed_pipeline`, compiled at load: what the server and ``Bundle.predict`` on records run): a
+bundle that no longer reproduces its own outputs is refused. Tolerances follow the outputs' scale (see
+:func:`tolerance`).
 """
 
 from __future__ import annotations
@@ -178,6 +180,10 @@ def _reference_table(inputs: BundleInputs, directory: Path) -> pl.DataFrame:
     _require_agreement(
         pipeline_out, onnx_out, f"{PIPELINE_ONNX} disagrees with the Polars preprocessing and {MODEL_ONNX}"
     )
+    packed_out = pipeline_scores(
+        packed_pipeline(inputs.state, directory / MODEL_ONNX, inputs.spec, 1), rows, inputs.state
+    )
+    _require_agreement(packed_out, pipeline_out, f"the packed twin of {PIPELINE_ONNX} disagrees with it")
     return rows.with_columns(
         *_score_columns("__expected_onnx", onnx_out),
         *_score_columns("__expected_torch", torch_out),
@@ -314,7 +320,7 @@ class Bundle:
 
         ``data``: a Polars, pandas or Arrow table (read by the Polars path, the one ``leanml predict``
         streams files through), or records — a list of dicts, read value by value exactly as the server
-        reads a request (:mod:`leanml.bundle.feed`) and run through ``pipeline.onnx``. Both give the same
+        reads a request (:mod:`leanml.bundle.feed`) and run through the served graph. Both give the same
         answers and verdicts (``tests/bundle`` checks them against each other).
 
         Columns: ``keep`` (copied from the input), ``prediction`` (the label, or the value), one
@@ -457,20 +463,34 @@ def load_bundle(path: str | Path, runtime: str = "onnx", threads: int | None = N
     try:
         if runtime == "onnx":
             chosen: Runtime = OnnxRuntime(path / MODEL_ONNX, threads=threads)
-        pipeline_source = path / PIPELINE_ONNX
         if PIPELINE_ONNX in manifest["files"]:
-            pipeline = PipelineRuntime(pipeline_source, threads=threads)
+            contract = PipelineRuntime(path / PIPELINE_ONNX, threads=1)
         else:  # made before the serving graph existed: compiled from the verified files, in memory
-            built = graph.build_pipeline(state, path / MODEL_ONNX, spec)
-            pipeline = PipelineRuntime(built.SerializeToString(), threads=threads)
+            contract = PipelineRuntime(
+                graph.build_pipeline(state, path / MODEL_ONNX, spec).SerializeToString(), 1
+            )
+        pipeline = packed_pipeline(state, path / MODEL_ONNX, spec, threads)
     except BundleError:
         raise
     except Exception as exc:  # onnxruntime and onnx raise their own exception types for malformed graphs
         raise BundleError(f"bundle '{path}': a graph cannot be loaded: {exc}") from None
     bundle = Bundle(path, manifest, state, spec, None, pipeline)  # type: ignore[arg-type]
     bundle.runtime = chosen if runtime == "onnx" else TorchRuntime(bundle.model)
-    replay_reference(bundle)
+    replay_reference(bundle, contract)
     return bundle
+
+
+def packed_pipeline(
+    state: PreprocessState, model: str | Path | bytes, spec: dict[str, Any], threads: int | None = None
+) -> PipelineRuntime:
+    """The graph the server runs: ``pipeline.onnx``'s twin with one input per kind of column.
+
+    Compiled at load from the same verified ``preprocess.json`` and ``model.onnx`` as ``pipeline.onnx``
+    (``build_pipeline(..., packed=True)``), and replayed on the reference rows like it: a request then
+    costs ONNX Runtime three inputs at most instead of one per column.
+    """
+    built = graph.build_pipeline(state, model, spec, packed=True)
+    return PipelineRuntime(built.SerializeToString(), threads=threads, packing=graph.packed_inputs(state))
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
@@ -497,8 +517,12 @@ def reference_inputs(reference: pl.DataFrame) -> pl.DataFrame:
     return reference.drop([c for c in reference.columns if c.startswith("__expected_")])
 
 
-def replay_reference(bundle: Bundle) -> None:
-    """Recompute the reference rows' outputs and refuse the bundle when they differ."""
+def replay_reference(bundle: Bundle, contract: PipelineRuntime | None = None) -> None:
+    """Recompute the reference rows' outputs and refuse the bundle when they differ.
+
+    Through the network, the graph the bundle serves with (``bundle.pipeline``) and, when given,
+    ``pipeline.onnx`` itself (``contract``), which other runtimes run.
+    """
     reference = pl.read_parquet(bundle.path / REFERENCE)
     prefix = f"__expected_{bundle.runtime.name}_"
     expected_cols = [c for c in reference.columns if c.startswith(prefix)]
@@ -512,7 +536,10 @@ def replay_reference(bundle: Bundle) -> None:
     # Bundles made before the serving graph hold no pipeline outputs: its graph must match the network's.
     expected = reference.select(pipeline_cols or expected_cols).to_numpy()
     got = pipeline_scores(bundle.pipeline, raw, bundle.state).reshape(len(raw), -1)
-    _replayed(bundle, got, expected, PIPELINE_ONNX)
+    _replayed(bundle, got, expected, f"the packed twin of {PIPELINE_ONNX}")
+    if contract is not None:
+        got = pipeline_scores(contract, raw, bundle.state).reshape(len(raw), -1)
+        _replayed(bundle, got, expected, PIPELINE_ONNX)
 
 
 def _replayed(bundle: Bundle, got: np.ndarray, expected: np.ndarray, what: str) -> None:

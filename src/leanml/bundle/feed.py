@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from leanml.bundle.graph import INVALID_INT64, INVALID_STRING, MISSING_INT64, MISSING_STRING
+from leanml.bundle.graph import INVALID_INT64, INVALID_STRING, MISSING_INT64, MISSING_STRING, PackedInput
 from leanml.data import convert
 from leanml.data.state import CategoricalState, NumericState, PreprocessState
 
@@ -125,15 +125,16 @@ def request_feed(
     rows: int,
     state: PreprocessState,
     read: Mapping[str, Callable[[Any], Any]] | None = None,
+    packing: Sequence[PackedInput] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[FieldError]]:
     """The graph's input feed for one request's columns, and the values that cannot be fed at all.
 
     ``columns`` holds the input columns of ``state`` with ``rows`` JSON values each (structural checks
     have run; an absent column is all missing); ``read`` comes from :func:`readers` (made when omitted).
-    Returns ``{column: array [rows, 1]}`` and ``{"row", "field", "error"}`` entries for text that is not
-    valid Unicode.
+    Returns ``{column: array [rows, 1]}`` (with ``packing``, the packed graph's ``{input: [rows, k]}``)
+    and ``{"row", "field", "error"}`` entries for text that is not valid Unicode.
     """
-    feed, errors = read_batch([columns], [rows], state, read or readers(state))
+    feed, errors = read_batch([columns], [rows], state, read or readers(state), packing)
     return feed, errors[0]
 
 
@@ -142,15 +143,17 @@ def read_batch(
     rows: Sequence[int],
     state: PreprocessState,
     read: Mapping[str, Callable[[Any], Any]],
+    packing: Sequence[PackedInput] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[list[FieldError]]]:
     """The feed of a whole batch, read column by column, and each request's own problems.
 
     Every value is read on its own, so this gives each request exactly what :func:`request_feed` gives
     it alone; it only saves the per-request loop. A request with a problem keeps its rows (as missing
-    values) so that the others' rows stay where they are; its answer is its problems.
+    values) so that the others' rows stay where they are; its answer is its problems. With ``packing``
+    (:func:`leanml.bundle.graph.packed_inputs`) the values go straight into the packed inputs' arrays.
     """
     errors: list[list[FieldError]] = [[] for _ in requests]
-    feed: dict[str, np.ndarray] = {}
+    values_of: dict[str, list[Any]] = {}
     for column in state.columns:
         name = column.name
         values = [
@@ -171,9 +174,22 @@ def read_batch(
             encoded = [missing if v is None else reader(v) for v in values]
         else:
             encoded = [reader(v) for v in values]
-        feed[name] = np.array(encoded, dtype=DTYPES[column.type]).reshape(-1, 1)
+        values_of[name] = encoded
     for problems in errors:
         problems.sort(key=lambda e: (e["row"], e["field"]))
+    if packing is None:
+        feed = {
+            c.name: np.array(values_of[c.name], dtype=DTYPES[c.type]).reshape(-1, 1) for c in state.columns
+        }
+    else:  # [k, rows] → [rows, k], each row's values side by side
+        feed = {
+            entry.name: np.ascontiguousarray(
+                np.array([values_of[name] for name in entry.columns], dtype=DTYPES[entry.kind])
+                .reshape(len(entry.columns), -1)
+                .T
+            )
+            for entry in packing
+        }
     return feed, errors
 
 

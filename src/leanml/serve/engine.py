@@ -1,11 +1,12 @@
 """Inference for a batch of requests: each request read on its own, one graph call for all of them.
 
-A request's JSON values become the serving graph's input arrays by :func:`leanml.bundle.feed.request_feed`,
-request by request, so nothing about one request (its JSON types, a broken string) can change how another
-is read. The arrays of every readable request are stacked and ``pipeline.onnx`` runs once: it computes
-the preprocessing, the model, the answers and, per row, the serving checks (``problems``). Each request
-then gets its slice of the answers, or its own list of problems (422). No Polars and no PyTorch on this
-path: JSON → numpy → one ``InferenceSession.run`` → answers.
+A request's JSON values become the serving graph's input arrays by :func:`leanml.bundle.feed.read_batch`,
+value by value, so nothing about one request (its JSON types, a broken string) can change how another
+is read. The values of every readable request go into one array per kind of column (numeric, text,
+datetime: the inputs of ``pipeline.onnx``'s packed twin, :attr:`Bundle.pipeline`) and the graph runs
+once: it computes the preprocessing, the model, the answers and, per row, the serving checks
+(``problems``). Each request then gets its slice of the answers, or its own list of problems (422). No
+Polars and no PyTorch on this path: JSON → numpy → one ``InferenceSession.run`` → answers.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class ServedModel:
         self.flag_names = graph.flag_names(state)
         self.columns = {c.name: c for c in state.columns}
         self.readers = readers(state)
+        self.packing = bundle.pipeline.packing  # the served graph's inputs, one per kind of column
         self.answer_names = (
             [graph.PREDICTION] if self.task == "regression" else [graph.PROBABILITIES, graph.LABEL_INDEX]
         )
@@ -86,7 +88,7 @@ class ServedModel:
             name: [v if accepts(column.type, v) else None for v in columns.get(name, [None] * rows)]
             for name, column in self.columns.items()
         }
-        feed, errors = request_feed(usable, rows, self.state, self.readers)
+        feed, errors = request_feed(usable, rows, self.state, self.readers, self.packing)
         outputs = self._run(feed)
         return errors + self._problems(outputs[graph.PROBLEMS], usable, 0, rows)
 
@@ -95,7 +97,7 @@ class ServedModel:
         started = time.perf_counter()
         try:
             columns, rows = [job.columns for job in jobs], [job.rows for job in jobs]
-            feed, errors = read_batch(columns, rows, self.state, self.readers)
+            feed, errors = read_batch(columns, rows, self.state, self.readers, self.packing)
         except Exception:  # a defect in reading: read each request alone, so that it fails alone
             log.exception("cannot read a batch's values; reading its requests one by one")
             return [self._alone(job) for job in jobs]
@@ -110,13 +112,12 @@ class ServedModel:
 
     # ------------------------------------------------------------------ internals
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.bundle.pipeline.session.run(self._wanted, feed)
-        return dict(zip(self._wanted, outputs, strict=True))
+        return self.bundle.pipeline.run_inputs(feed, self._wanted)
 
     def _alone(self, job: Job) -> Answer | RequestError:
         started = time.perf_counter()
         try:
-            feed, errors = request_feed(job.columns, job.rows, self.state, self.readers)
+            feed, errors = request_feed(job.columns, job.rows, self.state, self.readers, self.packing)
             outputs = self._run(feed)
         except Exception:
             log.exception("cannot answer a request")

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from leanml.bundle.graph import build_pipeline
-from leanml.bundle.runtime import OnnxRuntime, PipelineRuntime, scores
+from leanml.bundle.artifact import packed_pipeline
+from leanml.bundle.runtime import OnnxRuntime, scores
 from leanml.data.state import PreprocessState
 from leanml.metrics import evaluate, metric_value
 
@@ -143,7 +143,7 @@ def timed_call(
             return lambda: session.outputs(batch)
 
         return network
-    pipeline = PipelineRuntime(build_pipeline(serving.state, onnx_model, spec).SerializeToString(), threads=1)
+    pipeline = packed_pipeline(serving.state, onnx_model, spec, threads=1)  # as the server runs it
     available = len(next(iter(serving.feed.values())))
     if available == 0:
         raise ValueError("no raw rows to time the serving graph on")
@@ -151,7 +151,7 @@ def timed_call(
     def whole(rows: int) -> Callable[[], object]:
         index = np.arange(rows) % available
         feed = {name: np.ascontiguousarray(values[index]) for name, values in serving.feed.items()}
-        return lambda: pipeline.session.run(None, feed)
+        return lambda: pipeline.run(feed)
 
     return whole
 
