@@ -363,6 +363,31 @@ def test_network_scalings_and_ple_on_degenerate_columns() -> None:
     assert np.all(np.isfinite(features))  # unusable values are imputed; no bin or scale divides by zero
 
 
+def test_linear_scalings_and_bins_share_one_chain_and_match_polars() -> None:
+    """With no robust or quantile column, scaled values and bins are one Gather → Sub → Div → Max → Min,
+    equal to Polars on edge values (a scaled 3.4e38 is inf in both, unchanged by the infinite clip)."""
+    rng = np.random.default_rng(4)
+    train = pl.DataFrame(
+        {
+            "a": rng.normal(0.0, 1.0, 80),
+            "b": np.r_[rng.normal(0.0, 1e37, 78), 3.4e38, -3.4e38],
+            "c": rng.integers(0, 5, 80).astype(np.float64),
+        }
+    )
+    spec: dict[str, Any] = {
+        "a": {"type": "numeric", "scale": "standard", "encode": "ple", "bins": 8},
+        "b": {"type": "numeric", "scale": "minmax", "encode": "ple", "bins": 3},
+        "c": {"type": "numeric", "scale": "none", "missing_indicator": True},
+    }
+    state = fit(train, spec)
+    for opset, packed in VARIANTS:
+        ops = [node.op_type for node in compile_preprocessing(state, opset=opset, packed=packed).graph.node]
+        assert ops.count("Sub") == ops.count("Div") == 1 and ops.count("Max") == ops.count("Min") == 1
+    values = [*NUMERIC_EDGES, 5.0, 1.0, -1.0, 1e37, 3.4e38, -3.4e38] * 2
+    frame = pl.DataFrame({name: pl.Series(values, dtype=pl.Float64) for name in "abc"})
+    assert_same_as_polars(frame, state)
+
+
 def test_text_numbers_json_columns_and_absent_columns() -> None:
     train = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, None], "c": ["a", "b", "a", None, "b"]})
     spec = {
@@ -413,6 +438,12 @@ def test_shapes_with_no_checks_and_an_empty_batch() -> None:
         assert empty[PROBLEMS].shape == empty[FLAGS].shape == (0, 0)
     packed_graph = compile_preprocessing(state, opset=20, packed=True)
     assert [o.name for o in packed_graph.graph.output] == [graph.FEATURES]  # nothing to compute for checks
+    runtime = PipelineRuntime(packed_graph.SerializeToString(), packing=graph.packed_inputs(state))
+    feed = graph_inputs(pl.DataFrame({"c": ["a", "zzz", "b"]}), state)
+    for names in ([FLAGS, graph.FEATURES], [graph.FEATURES, PROBLEMS], [FLAGS, graph.FEATURES]):
+        got = runtime.run(feed, names)
+        assert list(got) == names and got[graph.FEATURES].shape == (3, len(state.feature_names))
+        assert all(got[name].shape == (3, 0) for name in names if name != graph.FEATURES)
 
 
 def test_problem_names_follow_the_rejection_rules_and_manifest_lists_them() -> None:

@@ -354,6 +354,33 @@ def _piecewise_linear(g: _Builder, filled: str, columns: list[NumericState]) -> 
     return _Block(clipped, keys, TensorProto.DOUBLE)
 
 
+def _scaled_and_binned(
+    g: _Builder, unscaled: list[_Block], scales: Sequence[ScaleState], bins: list[tuple[int, PleBin, Key]]
+) -> _Block:
+    """Linear scaling of every value and the piecewise-linear bins of the numeric ones, in one chain.
+
+    Both are ``clip((x - a) / b, low, high)``: a scaled value is ``(x - offset) / divisor`` (``none``:
+    ``(x - 0) / 1``) clipped to ``[-inf, inf]``, which changes nothing, a bin ``(x - start) / width``
+    clipped to its ``[low, high]`` (:func:`_piecewise_linear`). The same float64 operations as apart,
+    in one ``Gather`` and four nodes instead of eight. ``bins``: (column of the numeric block, which is
+    the first of ``unscaled``, its bin, its key); only for ``none`` and the linear scalings.
+    """
+    width = len(scales)
+    linear = [scale.method != "none" for scale in scales]
+    x = g.gather_columns(g.concat([b.tensor for b in unscaled]), [*range(width), *(m for m, _, _ in bins)])
+    starts = [s.offset if keep else 0.0 for s, keep in zip(scales, linear, strict=True)]
+    widths = [s.divisor if keep else 1.0 for s, keep in zip(scales, linear, strict=True)]
+    share = g.op(
+        "Div",
+        g.op("Sub", x, g.row([*starts, *(piece.start for _, piece, _ in bins)], np.float64, "start")),
+        g.row([*widths, *(piece.width for _, piece, _ in bins)], np.float64, "width"),
+    )
+    low = g.row([-np.inf] * width + [piece.low for _, piece, _ in bins], np.float64, "low")
+    high = g.row([np.inf] * width + [piece.high for _, piece, _ in bins], np.float64, "high")
+    keys: list[Key | None] = [key for b in unscaled for key in b.keys] + [key for _, _, key in bins]
+    return _Block(g.op("Min", g.op("Max", share, low), high), keys, TensorProto.DOUBLE)
+
+
 def _scale(g: _Builder, block: str, scales: Sequence[ScaleState]) -> str:
     """Each column's scaling, as :func:`~leanml.data.transform._scaled` computes it.
 
@@ -746,8 +773,18 @@ def compile_preprocessing(
     # FLOAT (the model's input type), side by side, and one Gather puts the features in the state's order.
     unscaled = [block for kind in kinds for block in kind.values]
     blocks = [kind_block for kind in kinds for kind_block in kind.blocks]
-    if unscaled:
-        scaled = _scale(g, g.concat([b.tensor for b in unscaled]), [s for kind in kinds for s in kind.scales])
+    scales = [scale for kind in kinds for scale in kind.scales]
+    bins = [
+        (m, piece, ("ple", c.name, t))
+        for m, c in enumerate(numeric)
+        for t, piece in enumerate(ple_bins(c.ple_edges))
+    ]
+    if bins and not {scale.method for scale in scales} & {"robust", "quantile"}:
+        # The numeric block (first of the values) gives the bins; its own bins block is left unread.
+        blocks = [block for block in blocks if not any(key and key[0] == "ple" for key in block.keys)]
+        blocks.append(_scaled_and_binned(g, unscaled, scales, bins))
+    elif unscaled:
+        scaled = _scale(g, g.concat([b.tensor for b in unscaled]), scales)
         blocks.append(_Block(scaled, [key for b in unscaled for key in b.keys], TensorProto.DOUBLE))
     blocks += [kind.missing for kind in kinds]
     matrix, order = _feature_order(g, blocks, _feature_keys(state))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -106,6 +106,7 @@ class PipelineRuntime:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._empty: list[str] = []
+        self._plans: dict[tuple[str, ...] | None, _Plan] = {}
         if self.packing is not None:  # a check output with no columns is left out of the packed graph
             self._empty = [name for name in (PROBLEMS, FLAGS) if name not in self.output_names]
             answers = [name for name in self.output_names if name not in (PROBLEMS, FLAGS, FEATURES)]
@@ -128,13 +129,33 @@ class PipelineRuntime:
     ) -> dict[str, np.ndarray]:
         """The outputs ``names`` (all when omitted) for the graph's own inputs: packed when it packs
         (:func:`leanml.bundle.feed.read_batch` with ``packing=self.packing`` makes them)."""
-        wanted = list(names) if names is not None else self.output_names
-        if not self._empty:
-            return dict(zip(wanted, self.session.run(wanted, dict(inputs), self._run_options), strict=True))
-        computed = [name for name in wanted if name not in self._empty]
-        got = dict(zip(computed, self.session.run(computed, dict(inputs), self._run_options), strict=True))
-        rows = len(next(iter(inputs.values())))
-        return {name: got[name] if name in got else np.zeros((rows, 0), dtype=bool) for name in wanted}
+        key = None if names is None else tuple(names)
+        plan = self._plans.get(key)
+        if plan is None:  # made once per list of names: at batch 1 each µs of Python shows
+            if len(self._plans) >= _PLANS:
+                self._plans.clear()
+            wanted = self.output_names if names is None else list(names)
+            computed = [name for name in wanted if name not in self._empty]
+            plan = self._plans[key] = _Plan(wanted, computed, len(computed) < len(wanted))
+        feed = inputs if type(inputs) is dict else dict(inputs)
+        outputs = self.session.run(plan.computed, feed, self._run_options)
+        if not plan.fills:
+            return dict(zip(plan.wanted, outputs, strict=True))
+        got = dict(zip(plan.computed, outputs, strict=True))
+        rows = len(next(iter(feed.values())))
+        return {name: got[name] if name in got else np.zeros((rows, 0), dtype=bool) for name in plan.wanted}
+
+
+class _Plan(NamedTuple):
+    """What :meth:`PipelineRuntime.run_inputs` asks the session for, and whether it adds empty checks."""
+
+    wanted: list[str]
+    computed: list[str]
+    fills: bool
+
+
+_PLANS = 16
+"""Lists of output names a runtime remembers (callers ask for one or two)."""
 
 
 def scores(raw: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
