@@ -244,3 +244,23 @@ def test_tune_does_not_take_a_shrunk_version_for_the_trained_config(
     quick = shrink_options(config, methods=["prune"], max_metric_drop=0.05)
     assert run_shrink(tmp_path / "models" / "flights", quick).bundle is not None
     assert bundled_from(config) is None  # latest is now the shrunk v2: tune must train the config itself
+
+
+def test_a_budget_below_the_validation_noise_is_refused_unless_the_noise_is_accepted(
+    store_copy: tuple[Path, Config],
+) -> None:
+    store, config = store_copy
+    before = tree_digest(store)
+    fine = shrink_options(config, max_metric_drop=0.0005, methods=["distill"])  # 0.05 AUC points
+    result = run_shrink(store / "flights", fine)
+    assert result.bundle is None and result.reason is not None
+    assert "which these rows cannot verify" in result.reason and "validation rows" in result.reason
+    assert all(s.decision != "kept" for s in result.steps if s.step == "distill")
+    assert tree_digest(store) == before
+
+    accepted = parse_config(
+        {**fine.model_dump(mode="json"), "shrink": {**fine.shrink.model_dump(), "margin_se": 0.0}}
+    )
+    result = run_shrink(store / "flights", accepted)
+    assert "cannot verify" not in (result.reason or "")
+    assert all("cannot verify" not in s.why for s in result.steps)
