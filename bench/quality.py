@@ -36,7 +36,7 @@ import pickle
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from sklearn import metrics as skm
 
 from leanml.bundle import load_bundle
 from leanml.bundle.artifact import pipeline_scores
-from leanml.bundle.graph import graph_inputs, pack
+from leanml.bundle.graph import graph_inputs
 from leanml.config import parse_config
 from leanml.data.infer import infer_config
 from leanml.shrinking import run_shrink
@@ -338,11 +338,9 @@ def score_bundle(dataset: Dataset, test: pl.DataFrame, path: Path, fit_s: float)
     predictions = pipeline_scores(bundle.pipeline, inputs, bundle.state)
     labels = [str(label) for label in bundle.labels]
     y = encode_target(test[dataset.target], dataset.task, labels)
-    packing = bundle.pipeline.packing
 
-    def served(frame: pl.DataFrame) -> dict[str, np.ndarray]:  # the arrays the server's reader makes
-        feed = graph_inputs(frame, bundle.state)
-        return pack(feed, packing) if packing else feed
+    def served(frame: pl.DataFrame) -> Mapping[str, np.ndarray]:  # the arrays the server's reader makes
+        return bundle.pipeline.inputs(graph_inputs(frame, bundle.state))
 
     rows = [served(inputs[i : i + 1]) for i in range(min(LATENCY_ROWS, inputs.height))]
     batches = [served(inputs[i : i + 1024]) for i in range(0, min(inputs.height, 8192), 1024)]

@@ -25,7 +25,7 @@ import polars as pl
 
 from graph_ops import timed
 from leanml.bundle.artifact import MODEL_ONNX, PIPELINE_ONNX, REFERENCE, load_bundle, reference_inputs
-from leanml.bundle.graph import FEATURES, graph_inputs, pack
+from leanml.bundle.graph import FEATURES, graph_inputs
 from leanml.bundle.runtime import OnnxRuntime, PipelineRuntime
 
 ROUNDS = 15
@@ -39,8 +39,7 @@ def contenders(folder: Path) -> dict[str, Callable[[], object]]:
     contract = PipelineRuntime(folder / PIPELINE_ONNX, threads=1)
     features = contract.run(feed)[FEATURES]
     network = OnnxRuntime(folder / MODEL_ONNX, threads=1)
-    packing = bundle.pipeline.packing
-    served = pack(feed, packing) if packing else feed  # what the server's reader makes from JSON
+    served = bundle.pipeline.inputs(feed)  # what the server's reader makes from JSON
     return {
         "served": lambda: bundle.pipeline.run_inputs(served),
         "pipeline.onnx": lambda: contract.run(feed),

@@ -463,12 +463,10 @@ def load_bundle(path: str | Path, runtime: str = "onnx", threads: int | None = N
     try:
         if runtime == "onnx":
             chosen: Runtime = OnnxRuntime(path / MODEL_ONNX, threads=threads)
-        if PIPELINE_ONNX in manifest["files"]:
-            contract = PipelineRuntime(path / PIPELINE_ONNX, threads=1)
-        else:  # made before the serving graph existed: compiled from the verified files, in memory
-            contract = PipelineRuntime(
-                graph.build_pipeline(state, path / MODEL_ONNX, spec).SerializeToString(), 1
-            )
+        # Bundles made before the serving graph have no pipeline.onnx: the packed twin is compiled from
+        # the verified files all the same, and is what their reference rows replay through.
+        has_contract = PIPELINE_ONNX in manifest["files"]
+        contract = PipelineRuntime(path / PIPELINE_ONNX, threads=1) if has_contract else None
         pipeline = packed_pipeline(state, path / MODEL_ONNX, spec, threads)
     except BundleError:
         raise

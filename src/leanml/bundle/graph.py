@@ -752,7 +752,8 @@ def compile_preprocessing(
     numeric = [c for c in state.columns if isinstance(c, NumericState)]
     categorical = [c for c in state.columns if isinstance(c, CategoricalState)]
     datetimes = [c for c in state.columns if isinstance(c, DatetimeState)]
-    packing = {entry.kind: entry.name for entry in packed_inputs(state)} if packed else {}
+    entries = packed_inputs(state) if packed else []
+    packing = {entry.kind: entry.name for entry in entries}
 
     def inputs(columns: Sequence[NumericState | CategoricalState | DatetimeState]) -> _Inputs:
         return _Inputs([c.name for c in columns], packing.get(columns[0].type))
@@ -809,7 +810,7 @@ def compile_preprocessing(
         "leanml_preprocessing",
         [
             helper.make_tensor_value_info(entry.name, _INPUT_TYPES[entry.kind], [_BATCH, len(entry.columns)])
-            for entry in packed_inputs(state)
+            for entry in entries
         ]
         if packed
         else [

@@ -122,7 +122,11 @@ class PipelineRuntime:
     ) -> dict[str, np.ndarray]:
         """The outputs ``names`` (all when omitted) of the graph for a per-column ``feed``
         (:func:`leanml.bundle.graph.graph_inputs`, :func:`leanml.bundle.feed.read_batch`)."""
-        return self.run_inputs(feed if self.packing is None else pack(feed, self.packing), names)
+        return self.run_inputs(self.inputs(feed), names)
+
+    def inputs(self, feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The graph's own inputs for a per-column ``feed``: packed when the graph packs."""
+        return feed if self.packing is None else pack(feed, self.packing)
 
     def run_inputs(
         self, inputs: Mapping[str, np.ndarray], names: Sequence[str] | None = None

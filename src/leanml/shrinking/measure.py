@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from leanml.bundle.artifact import packed_pipeline
-from leanml.bundle.graph import pack
 from leanml.bundle.runtime import OnnxRuntime, scores
 from leanml.data.state import PreprocessState
 from leanml.metrics import evaluate, metric_value
@@ -152,8 +151,8 @@ def timed_call(
     def whole(rows: int) -> Callable[[], object]:
         index = np.arange(rows) % available
         feed = {name: np.ascontiguousarray(values[index]) for name, values in serving.feed.items()}
-        packed = pack(feed, pipeline.packing) if pipeline.packing else feed  # as the server's reader makes
-        return lambda: pipeline.run_inputs(packed)
+        inputs = pipeline.inputs(feed)  # made before the clock, as the server's reader makes them
+        return lambda: pipeline.run_inputs(inputs)
 
     return whole
 
