@@ -446,7 +446,7 @@ class DistillConfig(StrictModel):
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.7, ge=0.0, le=1.0)
     epochs: int | None = Field(None, ge=1)
-    """Epochs per student; ``null``: enough for 4,000 optimizer steps, at least 8 and at most 500."""
+    """Epochs per student; ``null``: enough for 4,000 optimizer steps, at least 60 and at most 500."""
     lr: float = Field(3.0e-3, gt=0.0)
     batch_size: int = Field(512, ge=2)
     max_students: int = Field(4, ge=1)
@@ -454,12 +454,16 @@ class DistillConfig(StrictModel):
     embedding: Literal["auto", "keep", "none"] = "auto"
     """Whether students embed numeric inputs as the teacher does: ``auto``: plain MLPs first, embedded
     students only when none of them keeps the budget; ``keep``: always; ``none``: never."""
-    synthetic: Literal["munge", "mixup", "none"] = "none"
+    synthetic: Literal["auto", "munge", "mixup", "none"] = "auto"
     """Extra rows made around the training rows and labelled by the teacher (``leanml.shrinking.synth``):
-    ``munge`` (Bucilă et al., 2006), ``mixup`` (convex combinations), or ``none`` (measured in
-    bench/shrink.py: they made no final student better, so they are off unless asked for)."""
+    ``munge`` (Bucilă et al., 2006), ``mixup`` (convex combinations), ``none``, or ``auto``: ``munge``
+    for a training split of at most ``synthetic_auto_rows`` rows, none above (measured in
+    bench/quality.py: on 5,000–20,000 training rows they make a student follow its teacher more closely;
+    on 43,000 they cost it)."""
     synthetic_factor: int = Field(4, ge=1)
     """Synthetic rows per training row, fewer to stay within ``synthetic_max_rows`` and the memory budget."""
+    synthetic_auto_rows: int = Field(25_000, ge=0)
+    """``synthetic: auto`` makes MUNGE rows for training splits of at most this many rows."""
     synthetic_max_rows: int = Field(40_000, ge=0)
     """Synthetic rows in all at most (none for a larger training split): measured, they help a student
     learn from a few thousand rows and hurt it on tens of thousands (bench/shrink.py)."""

@@ -14,7 +14,7 @@ from leanml.config import Config, parse_config
 from leanml.training.stage import train_and_bundle
 
 QUICK_SHRINK: dict[str, Any] = {
-    "distill": {"epochs": 4, "batch_size": 128, "max_students": 2},
+    "distill": {"epochs": 4, "batch_size": 128, "max_students": 2, "synthetic": "none"},
     "prune": {"max_steps": 2, "finetune_epochs": 1},
     "latency_runs": 100,
 }

@@ -18,13 +18,14 @@ from typer.testing import CliRunner
 import leanml
 from leanml.bundle import load_bundle
 from leanml.cli import app
-from leanml.config import parse_config
+from leanml.config import ShrinkConfig, parse_config
 from leanml.data.prepare import ensure_prepared
 from leanml.models import TabularModel, build_model
 from leanml.models.predict import predict
 from leanml.shrinking import synth
 from leanml.shrinking.distill import distillation_loss, student_spec
 from leanml.shrinking.finetune import ShrinkData, fit
+from leanml.shrinking.stage import _synthesis
 from leanml.shrinking.synth import FeatureGroups, Synthesis, feature_groups, munge, nearest_neighbours
 from serving import running_server
 
@@ -154,6 +155,25 @@ def test_the_synthetic_rows_stay_within_their_cap() -> None:
     assert Synthesis("munge", 4, seed=0).factor_for(10**6) == 4
     capped = Synthesis("munge", 4, seed=0, max_rows=1000)
     assert [capped.factor_for(rows) for rows in (100, 300, 600, 1001)] == [4, 3, 1, 0]
+
+
+def test_auto_makes_munge_rows_only_for_small_training_splits(tmp_path: Path) -> None:
+    auto = _synthesis(ShrinkConfig())  # the default: distill.synthetic auto
+    assert auto is not None and auto.kind == "munge" and auto.max_training_rows == 25_000
+    assert [auto.factor_for(rows) for rows in (5_000, 12_000, 25_000, 25_001)] == [4, 3, 1, 0]
+    asked = ShrinkConfig.model_validate({"distill": {"synthetic": "mixup"}})
+    assert _synthesis(asked).max_training_rows is None  # asked for by name: any size, within max_rows
+    assert _synthesis(ShrinkConfig.model_validate({"distill": {"synthetic": "none"}})) is None
+    assert _synthesis(ShrinkConfig.model_validate({"methods": ["prune"]})) is None
+
+    config = prepared_config(tmp_path, 600, nulls=0.0)
+    data = ensure_prepared(config)
+    state = data.state()
+    teacher = TabularModel(Oracle(state.feature_names), 1, "regression")
+    small = Synthesis("munge", 4, seed=0, max_rows=40_000, max_training_rows=100)
+    shrink_data = ShrinkData(data, state, teacher, 32, 256.0, small)
+    assert shrink_data.synthetic_rows == 0
+    assert shrink_data.no_synthetic_rows == "the training split has more rows than 100"
 
 
 def test_synthetic_rows_are_the_same_for_the_same_seed(prepared: dict[str, Any]) -> None:

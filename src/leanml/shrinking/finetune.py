@@ -84,7 +84,9 @@ class ShrinkData:
             if not isinstance(self.train, TensorBatches):
                 self.no_synthetic_rows = "the training rows are streamed"
             elif asked == 0:
-                self.no_synthetic_rows = f"the training split has more rows than {synthesis.max_rows:,}"
+                limits = [synthesis.max_rows, synthesis.max_training_rows]
+                most = min(limit for limit in limits if limit is not None)
+                self.no_synthetic_rows = f"the training split has more rows than {most:,}"
             else:
                 outputs = int(_outputs(teacher, self.train.features[:1]).shape[1])
                 rows = self.train.rows

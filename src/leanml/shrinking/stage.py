@@ -244,16 +244,19 @@ def _store_of(ref: BundleRef, config: Config) -> ModelStore:
 
 
 def _synthesis(shrink: ShrinkConfig) -> Synthesis | None:
-    """The synthetic rows ``shrink.distill`` asks for; ``None`` without distillation or with ``none``."""
+    """The synthetic rows ``shrink.distill`` asks for; ``None`` without distillation or with ``none``.
+    ``auto`` is ``munge`` for a training split of at most ``synthetic_auto_rows`` rows."""
     d = shrink.distill
     if "distill" not in shrink.methods or d.synthetic == "none":
         return None
+    auto = d.synthetic == "auto"
     return Synthesis(
-        d.synthetic,
+        "munge" if auto else d.synthetic,
         d.synthetic_factor,
         shrink.seed,
         d.munge_p,
         d.munge_s,
         d.mixup_alpha,
         d.synthetic_max_rows,
+        d.synthetic_auto_rows if auto else None,
     )

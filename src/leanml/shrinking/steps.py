@@ -36,8 +36,10 @@ from leanml.shrinking.prune import (
 from leanml.shrinking.quantize import is_int8, quantize_int8
 from leanml.shrinking.results import ERROR_METRICS, Budget, Candidate, StepRecord
 
-STUDENT_STEPS = (4000, 8, 500)
-"""Default student training: optimizer steps, and the fewest and most epochs."""
+STUDENT_STEPS = (4000, 60, 500)
+"""Default student training: optimizer steps, and the fewest and most epochs. A student copies its teacher
+only after many passes over a large table: on flights (262k training rows) mlp [128, 64] fell 2.24 AUC
+points behind after 8 epochs, 0.75 after 40, 0.37 after 60 (test rows; docs/config.md)."""
 FINETUNE_STEPS = (1000, 2, 100)
 """Default fine-tuning after a pruning step: optimizer steps, and the fewest and most epochs."""
 INT8_MAX_SLOWDOWN = 1.10

@@ -162,6 +162,8 @@ class Synthesis:
     mixup_alpha: float = 0.4
     max_rows: int | None = None
     """Synthetic rows in all at most (:meth:`factor_for` lowers the factor to fit)."""
+    max_training_rows: int | None = None
+    """No synthetic rows for a training split of more rows than this (``distill.synthetic: auto``)."""
 
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC_KINDS[:2]:
@@ -169,8 +171,9 @@ class Synthesis:
 
     def factor_for(self, rows: int) -> int:
         """Synthetic rows per row for ``rows`` training rows: :attr:`factor`, lowered so that they stay
-        within :attr:`max_rows` (0 when the training rows alone are more, or fewer than 2)."""
-        if rows < 2:
+        within :attr:`max_rows` (0 when the training rows alone are more, when they are more than
+        :attr:`max_training_rows`, or fewer than 2)."""
+        if rows < 2 or (self.max_training_rows is not None and rows > self.max_training_rows):
             return 0
         if self.max_rows is None:
             return self.factor
