@@ -241,20 +241,25 @@ def test_int8_outputs_stay_close_to_fp32_and_the_graph_is_smaller() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fp32_us", "int8_us", "smaller", "target", "why"),
+    ("fp32_us", "int8_us", "sizes_kb", "targets", "why"),
     [
-        (40.0, 35.0, 1.1, None, None),  # faster: kept however small the saving
-        (40.0, 42.0, 3.5, None, None),  # much smaller, 5 % slower
-        (40.0, 44.0, 1.1, None, "only 1.10× smaller"),  # a tiny student: a few bytes for a slower call
-        (40.0, 48.0, 3.5, None, "1.20× slower"),
-        (40.0, 42.0, 3.5, 41.0, "slower than the latency target"),
-        (40.0, 42.0, 3.5, 39.0, None),  # the fp32 graph misses the target too
+        (40.0, 35.0, (8.0, 7.0), (None, None), None),  # faster: kept however small the saving
+        (40.0, 42.0, (110.0, 34.0), (None, None), "no size target asks for it"),  # smaller, slower
+        (40.0, 42.0, (110.0, 34.0), (None, 200.0), "no size target asks for it"),  # fp32 meets it
+        (40.0, 42.0, (110.0, 34.0), (None, 50.0), None),  # the size target needs it, 5 % slower
+        (40.0, 48.0, (110.0, 34.0), (None, 50.0), "1.20× slower"),
+        (40.0, 42.0, (110.0, 34.0), (41.0, 50.0), "slower than the latency target"),
+        (40.0, 42.0, (110.0, 34.0), (39.0, 50.0), None),  # the fp32 graph misses the latency target too
     ],
 )
-def test_int8_is_kept_when_faster_or_much_smaller_and_not_much_slower(
-    fp32_us: float, int8_us: float, smaller: float, target: float | None, why: str | None
+def test_int8_is_kept_when_faster_or_when_a_size_target_needs_it(
+    fp32_us: float,
+    int8_us: float,
+    sizes_kb: tuple[float, float],
+    targets: tuple[float | None, float | None],
+    why: str | None,
 ) -> None:
-    verdict = int8_refusal(fp32_us, int8_us, smaller, target)
+    verdict = int8_refusal(fp32_us, int8_us, sizes_kb, targets)
     assert verdict is None if why is None else why in (verdict or "")
 
 
