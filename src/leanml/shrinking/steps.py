@@ -335,7 +335,7 @@ class ShrinkRun:
         return made
 
     def quantize(self, current: Candidate) -> Candidate:
-        """int8, kept when inside the budget and faster, or smaller without being slower."""
+        """int8, kept when inside the budget and faster, or when only it meets ``target_size_kb``."""
         if is_int8(current.onnx):
             self.record("int8", current, "not kept", "the graph is already int8")
             return current
