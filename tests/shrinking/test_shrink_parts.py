@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from leanml.shrinking.prune import (
     units_to_keep,
 )
 from leanml.shrinking.quantize import is_int8, quantize_int8
-from leanml.shrinking.steps import int8_refusal
+from leanml.shrinking.steps import STUDENT_MAX_STEPS, STUDENT_STEPS, auto_epochs, int8_refusal
 
 T, ALPHA = 3.0, 0.6
 
@@ -261,6 +262,19 @@ def test_int8_is_kept_when_faster_or_when_a_size_target_needs_it(
 ) -> None:
     verdict = int8_refusal(fp32_us, int8_us, sizes_kb, targets)
     assert verdict is None if why is None else why in (verdict or "")
+
+
+def test_students_train_at_least_60_epochs_within_a_bound_on_steps() -> None:
+    def epochs(rows: int) -> int:
+        return auto_epochs(math.ceil(rows / 512), *STUDENT_STEPS, STUDENT_MAX_STEPS)
+
+    assert epochs(5_000) == 400  # 10 batches: 4,000 steps
+    assert epochs(40_000) == 60  # 79 batches: 51 epochs would make 4,000 steps; at least 60
+    assert epochs(235_689) == 60  # flights
+    assert epochs(2_000_000) == 16  # 3,907 batches: 60,000 steps
+    assert epochs(50_000_000) == 8
+    assert epochs(100) == 500
+    assert auto_epochs(0, 1000, 2, 100) == 100  # no batches counts as one
 
 
 # ------------------------------------------------------------------------------------------------ budget

@@ -40,6 +40,9 @@ STUDENT_STEPS = (4000, 60, 500)
 """Default student training: optimizer steps, and the fewest and most epochs. A student copies its teacher
 only after many passes over a large table: on flights (262k training rows) mlp [128, 64] fell 2.24 AUC
 points behind after 8 epochs, 0.75 after 40, 0.37 after 60 (test rows; docs/config.md)."""
+STUDENT_MAX_STEPS = (60_000, 8)
+"""...but past 60,000 optimizer steps (tables of over ~500,000 training rows at batch 512) fewer epochs, at
+least 8: a bound on the time of a shrink that the measurements above did not reach."""
 FINETUNE_STEPS = (1000, 2, 100)
 """Default fine-tuning after a pruning step: optimizer steps, and the fewest and most epochs."""
 INT8_MAX_SLOWDOWN = 1.10
@@ -163,12 +166,13 @@ class ShrinkRun:
             return f"{text}{noise} (standard error): with {margin:g} of it, beyond the budget of {allowed}"
         return f"{text}{noise}; the budget allows {allowed}"
 
-    def epochs(self, setting: int | None, steps: int, least: int, most: int) -> int:
-        """``setting``, or when it is ``None`` the epochs that make ``steps`` optimizer steps, clamped: a
-        small table needs many epochs to train a student at all, a large one few."""
+    def epochs(
+        self, setting: int | None, steps: int, least: int, most: int, cap: tuple[int, int] | None = None
+    ) -> int:
+        """``setting``, or when it is ``None`` :func:`auto_epochs` for this training data."""
         if setting is not None:
             return setting
-        return min(max(math.ceil(steps / max(self.data.batches_per_epoch(), 1)), least), most)
+        return auto_epochs(self.data.batches_per_epoch(), steps, least, most, cap)
 
     def fit(self, model: TabularModel, epochs: int, lr: float, label: str, alpha: float) -> TabularModel:
         """Train ``model`` against the teacher and the labels (see :func:`leanml.shrinking.finetune.fit`)."""
@@ -252,7 +256,9 @@ class ShrinkRun:
                     float(current.model.target_shift[0]), float(current.model.target_scale[0])
                 )
             label = f"distilling into {describe(spec)}"
-            student = self.fit(student, self.epochs(d.epochs, *STUDENT_STEPS), d.lr, label, d.alpha)
+            student = self.fit(
+                student, self.epochs(d.epochs, *STUDENT_STEPS, STUDENT_MAX_STEPS), d.lr, label, d.alpha
+            )
             made = self.candidate(student, spec, describe(spec))
             trained.append(made)
             tried += 1
@@ -366,6 +372,18 @@ class ShrinkRun:
             "int8", made, "kept", f"{ratio:.1f}× smaller, {fp32_us / int8_us:.2f}× the speed ({timed})"
         )
         return made
+
+
+def auto_epochs(batches: int, steps: int, least: int, most: int, cap: tuple[int, int] | None = None) -> int:
+    """The epochs that make ``steps`` optimizer steps of ``batches`` per epoch, clamped to ``[least,
+    most]``: a small table needs many epochs to train a student at all, a large one fewer. ``cap``
+    (``(max_steps, fewest)``) then lowers them to at most ``max_steps`` steps, but not below ``fewest``."""
+    batches = max(batches, 1)
+    epochs = min(max(math.ceil(steps / batches), least), most)
+    if cap is not None:
+        max_steps, fewest = cap
+        epochs = min(epochs, max(math.ceil(max_steps / batches), fewest))
+    return epochs
 
 
 def int8_refusal(
