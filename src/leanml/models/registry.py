@@ -77,23 +77,23 @@ class TabularModel(nn.Module):
 
     def member_outputs(self, features: torch.Tensor) -> torch.Tensor:
         """``[batch, members, n_outputs]``: every member's logits or values (one member for plain nets)."""
-        out = self.net(self.embed(features) if self.embed is not None else features)
-        if out.ndim == 2:
-            out = out[:, None, :]
-        if self.rescale:
-            out = out * self.target_scale + self.target_shift
-        return out
+        out = self._network(features)
+        return self._in_target_units(out[:, None, :] if out.ndim == 2 else out)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (classification) or values in the target's units (regression)."""
         if self.members == 1:
-            # The same arithmetic as member_outputs without its member axis, which would export as two
-            # more ONNX nodes (Unsqueeze, Gather): at batch 1 each node costs about half a microsecond.
-            out = self.net(self.embed(features) if self.embed is not None else features)
-            if out.ndim == 3:
-                out = out[:, 0]
-            return out * self.target_scale + self.target_shift if self.rescale else out
+            # member_outputs without its member axis, which would export as two more ONNX nodes
+            # (Unsqueeze, Gather): at batch 1 each node costs about half a microsecond.
+            out = self._network(features)
+            return self._in_target_units(out[:, 0] if out.ndim == 3 else out)
         return combine_members(self.task, self.member_outputs(features))
+
+    def _network(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(self.embed(features) if self.embed is not None else features)
+
+    def _in_target_units(self, out: torch.Tensor) -> torch.Tensor:
+        return out * self.target_scale + self.target_shift if self.rescale else out
 
     def set_target_scaling(self, mean: float, std: float) -> None:
         """Fold the training target's standardization into the output (regression only)."""
