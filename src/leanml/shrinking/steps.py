@@ -360,7 +360,6 @@ class ShrinkRun:
             spec=current.spec,
             serving=self.serving,
         )
-        ratio = current.measurement.onnx_bytes / made.measurement.onnx_bytes
         sizes_kb = (current.measurement.onnx_bytes / 1024, made.measurement.onnx_bytes / 1024)
         targets = (self.shrink.target_latency_us, self.shrink.target_size_kb)
         why = int8_refusal(fp32_us, int8_us, sizes_kb, targets)
@@ -369,7 +368,10 @@ class ShrinkRun:
             self.record("int8", made, "not kept", f"{why} ({timed})")
             return current
         self.record(
-            "int8", made, "kept", f"{ratio:.1f}× smaller, {fp32_us / int8_us:.2f}× the speed ({timed})"
+            "int8",
+            made,
+            "kept",
+            f"{sizes_kb[0] / sizes_kb[1]:.1f}× smaller, {fp32_us / int8_us:.2f}× the speed ({timed})",
         )
         return made
 
