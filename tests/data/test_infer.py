@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from leanml.config import load_config
-from leanml.data.infer import PLE_MIN_DISTINCT, batch_size, infer_config, write_config
+from leanml.data.infer import (
+    PLE_MIN_DISTINCT,
+    STARTER_MODEL,
+    batch_size,
+    infer_config,
+    starter_train,
+    write_config,
+)
 from leanml.data.prepare import prepare
 from leanml.errors import DataError
 
@@ -84,6 +91,16 @@ def test_the_starter_batch_size_grows_with_the_table() -> None:
     # small tables get small batches (enough optimizer steps per epoch), big ones keep epochs short
     sizes = [batch_size(rows) for rows in (1_000, 10_000, 10_001, 50_000, 300_000, 2_000_000)]
     assert sizes == [64, 64, 256, 256, 512, 1024]
+
+
+def test_the_written_model_and_train_sections_are_the_starter_ones(tmp_path: Path) -> None:
+    # bench/ray.py trains "what init writes" from STARTER_MODEL and starter_train: they must agree
+    frame = pl.DataFrame({"x": [i % 17 for i in range(20_000)], "y": [i % 2 for i in range(20_000)]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    raw = yaml.safe_load(infer_config(str(tmp_path / "t.parquet"), "y", config_dir=tmp_path))
+    assert raw["model"] == STARTER_MODEL
+    assert raw["train"] == starter_train(20_000)
+    assert raw["train"]["batch_size"] == 256 and raw["train"]["lr"] == 1e-3  # YAML read the float
 
 
 def test_piecewise_linear_bins_start_at_many_distinct_values(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -147,10 +148,8 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
         "# The defaults that won bench/quality.py against LightGBM: a 3 x 256 MLP over periodic embeddings",
         "# of the numeric features (with piecewise-linear bins of those with many distinct values), AdamW",
         "# with a warm-up and a cosine schedule, the best epoch kept.",
-        "model: {arch: mlp, hidden: [256, 256, 256], dropout: 0.1, embedding: periodic}"
-        "   # arch: linear | mlp | resmlp | tabm",
-        f"train: {{optimizer: adamw, lr: 1.0e-3, weight_decay: 1.0e-4, batch_size: {batch_size(total)}, "
-        "epochs: 30, warmup_epochs: 1, schedule: cosine, early_stopping: {patience: 6}}",
+        f"model: {_flow(STARTER_MODEL)}   # arch: linear | mlp | resmlp | tabm",
+        f"train: {_flow(starter_train(total))}",
         "shrink: {methods: [distill, prune, quantize], max_metric_drop: 0.01}   # leanml shrink MODEL",
         "serve: {host: 127.0.0.1, port: 8000, max_batch_size: 64, max_wait_ms: 0}",
         "workdir: runs",
@@ -439,6 +438,40 @@ def _num(value: float | None) -> str:
     if value is None:
         return "?"
     return f"{value:g}"
+
+
+STARTER_MODEL: dict[str, Any] = {
+    "arch": "mlp",
+    "hidden": [256, 256, 256],
+    "dropout": 0.1,
+    "embedding": "periodic",
+}
+"""The ``model`` section ``init`` writes (the default that won bench/quality.py against LightGBM)."""
+
+
+def starter_train(rows: int) -> dict[str, Any]:
+    """The ``train`` section ``init`` writes for a table of ``rows`` rows."""
+    return {
+        "optimizer": "adamw",
+        "lr": 1.0e-3,
+        "weight_decay": 1.0e-4,
+        "batch_size": batch_size(rows),
+        "epochs": 30,
+        "warmup_epochs": 1,
+        "schedule": "cosine",
+        "early_stopping": {"patience": 6},
+    }
+
+
+def _flow(value: Any) -> str:
+    """``value`` (a dict or list of numbers and plain words) as one YAML flow line: ``{a: 1, b: [2, 3]}``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
+    if isinstance(value, float) and 0 < abs(value) < 1e-2:
+        return f"{value:.1e}".replace("e-0", "e-")  # 1.0e-3: YAML 1.1 (PyYAML) reads a float only with a dot
+    return str(value)
 
 
 def batch_size(rows: int) -> int:
