@@ -12,8 +12,10 @@ Four questions, each answered side by side in one run (SPEC §4: on Ray, 2 worke
    are equal (``preprocess.json`` within 1e-9, the rows of each split, a hash of every row of each split).
 2. **train**: ``train_model`` in this process (``--cpus-per-worker`` torch threads, and all cores) vs
    ``train_model_on_ray`` with the same worker counts, for ``--epochs`` epochs on the first
-   ``--train-rows`` rows of the prepared training split (validation and test cut to ``--eval-rows``, since
-   every Ray worker evaluates the whole validation split each epoch): seconds per epoch, training rows/s.
+   ``--train-rows`` rows of the prepared training split (validation and test cut to ``--eval-rows``), with
+   ``--model``'s model (by default what ``leanml init`` writes for the table), and two local one-thread
+   trainings at once on half the rows each (the most two workers can get from the machine): seconds per
+   epoch, training rows/s.
 3. **tune**: the same grid of ``--tune-trials`` short trainings, ``--tune-concurrency`` at once, run by
    leanml's ``tune_on_ray`` (Optuna trials as Ray tasks) and by Ray Tune's ``Tuner`` with ``OptunaSearch``
    (Optuna's ``GridSampler``, so both run the same trials), the latter with its default
@@ -70,8 +72,14 @@ PARTS = ("prepare", "train", "tune")
 STEPS = ("data", *PARTS)
 RESULT_MARK = "BENCH-RESULT "
 MIB = 1 << 20
-MODEL = {"arch": "mlp", "hidden": [256, 128], "dropout": 0.1}  # bench/train.py's model
-BATCH = 512
+SMALL_MODEL = {"arch": "mlp", "hidden": [256, 128], "dropout": 0.1}  # bench/train.py's model
+SMALL_BATCH = 512
+SCORED_ROW_BYTES = 16
+"""A scored validation row as the workers swap it (target and prediction as float64; binary task)."""
+TRAIN_MODELS = ("init", "small")
+"""``--model``: what ``leanml init`` writes for the table (its model and train sections, the batch size
+scaled to the table's rows), or bench/train.py's small MLP at batch 512 (46,849 parameters: a step is a
+few ms, so the all-reduce weighs most)."""
 TUNE_HIDDEN = [[64], [128, 64]]
 TUNE_METRIC = "roc_auc"
 TOLERANCE = 1e-9
@@ -127,14 +135,35 @@ def ray_section(workers: int, cpus: float, storage: Path) -> dict[str, Any]:
     }
 
 
-def train_config(data: Path, epochs: int, workers: int, cpus: float, storage: Path) -> dict[str, Any]:
-    """The training config (of the prepare part's data): bench/train.py's MLP, ``epochs`` epochs, no
-    early stopping."""
+def train_sections(model: str, table_rows: int, epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``model`` and ``train`` sections of ``--model`` for a table of ``table_rows`` rows, trained
+    ``epochs`` epochs."""
+    if model == "small":
+        return dict(SMALL_MODEL), {
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "batch_size": SMALL_BATCH,
+            "epochs": epochs,
+        }
+    from leanml.data.infer import STARTER_MODEL, starter_train
+
+    return dict(STARTER_MODEL), {**starter_train(table_rows), "epochs": epochs}
+
+
+def train_config(
+    data: Path, model: str, table_rows: int, epochs: int, workers: int, cpus: float, storage: Path
+) -> dict[str, Any]:
+    """The training config (of the prepare part's data): ``--model``'s sections, ``epochs`` epochs."""
     raw = base_config(data, "bench-ray-train")
-    raw["model"] = dict(MODEL)
-    raw["train"] = {"optimizer": "adamw", "lr": 1e-3, "batch_size": BATCH, "epochs": epochs}
+    raw["model"], raw["train"] = train_sections(model, table_rows, epochs)
     raw["ray"] = ray_section(workers, cpus, storage)
     return raw
+
+
+def model_words(model: dict[str, Any]) -> str:
+    """``MLP [256, 128]`` (with ``, periodic embeddings`` when it has them)."""
+    words = f"{model['arch'].upper()} {model['hidden']}"
+    return words + (f", {model['embedding']} embeddings" if model.get("embedding", "none") != "none" else "")
 
 
 def tune_config(data: Path, trials: int, epochs: int, concurrency: int, cpus: float) -> dict[str, Any]:
@@ -700,25 +729,28 @@ def part_train(args: argparse.Namespace, earlier: dict[str, Any] | None, save: S
     with console.status("cutting the training sample…"):
         rows = write_train_sample(source, args.train_rows, args.eval_rows, sample)
     full = split_rows(source)
+    model, train = train_sections(args.model, args.rows, args.epochs)
+    batch = int(train["batch_size"])
     console.print(
         f"[bold]train[/bold]: {rows['train']:,} of the {full['train']:,} prepared training rows, "
-        f"{rows['validation']:,} validation rows, {args.epochs} epochs, MLP {MODEL['hidden']}, batch {BATCH}"
+        f"{rows['validation']:,} validation rows, {args.epochs} epochs, {model_words(model)}, batch {batch}"
     )
     storage = OUT / "storage" / "train"
     shutil.rmtree(storage, ignore_errors=True)
-    same = {"rows": args.rows, "train_rows": rows["train"], "epochs": args.epochs}
+    same = {"rows": args.rows, "train_rows": rows["train"], "epochs": args.epochs, "model": args.model}
     sides = earlier_sides(earlier, **same, eval_rows=rows["validation"], cpus_per_worker=args.cpus_per_worker)
     entry: dict[str, Any] = {
         **same,
         "eval_rows": rows["validation"],
         "full_rows": full,
-        "batch": BATCH,
+        "model_section": model,
+        "batch": batch,
         "cpus_per_worker": args.cpus_per_worker,
         "sides": sides,
     }
     threads = sorted({max(1, int(args.cpus_per_worker)), args.local_threads or os.cpu_count() or 1})
     for count in threads:
-        config = train_config(csv, args.epochs, 1, args.cpus_per_worker, storage)
+        config = train_config(csv, args.model, args.rows, args.epochs, 1, args.cpus_per_worker, storage)
         result = run_side(
             "train-local",
             {"config": config, "input": str(sample), "output": str(OUT / "train-local"), "threads": count},
@@ -733,7 +765,7 @@ def part_train(args: argparse.Namespace, earlier: dict[str, Any] | None, save: S
         half = OUT / "train-half"
         with console.status("cutting the half sample…"):
             write_train_sample(source, rows["train"] // 2, args.eval_rows, half)
-        config = train_config(csv, args.epochs, 1, args.cpus_per_worker, storage)
+        config = train_config(csv, args.model, args.rows, args.epochs, 1, args.cpus_per_worker, storage)
         pair = run_sides_together(
             [
                 (
@@ -768,7 +800,7 @@ def part_train(args: argparse.Namespace, earlier: dict[str, Any] | None, save: S
                 f"  two local 1-thread trainings at once: {median_epoch(sides['pair-2']):.1f} s/epoch"
             )
     for workers in args.workers:
-        config = train_config(csv, args.epochs, workers, args.cpus_per_worker, storage)
+        config = train_config(csv, args.model, args.rows, args.epochs, workers, args.cpus_per_worker, storage)
         result = run_side(
             "train-ray",
             {
@@ -1208,7 +1240,8 @@ def report_train(part: dict[str, Any]) -> list[str]:
     rows, batch = part["train_rows"], part["batch"]
     lines = [
         f"### train: {rows:,} training rows (the first of {part['full_rows']['train']:,}), "
-        f"{part['eval_rows']:,} validation rows, {part['epochs']} epochs, MLP {MODEL['hidden']}, "
+        f"{part['eval_rows']:,} validation rows, {part['epochs']} epochs, "
+        f"{model_words(part.get('model_section', SMALL_MODEL))}, "
         f"batch {batch}",
         "",
     ]
@@ -1260,11 +1293,11 @@ def report_train(part: dict[str, Any]) -> list[str]:
     )
     lines += [
         "",
-        "*s/epoch* (median) includes each epoch's validation pass and checkpoint; on Ray every worker "
-        "evaluates the whole validation split. *outside the epochs*: loading the splits, the final "
-        "evaluation, saving; on Ray also starting the workers and cutting each one's shard. Each Ray "
-        f"worker takes batches of {batch} rows (the global batch is workers × {batch}) and all-reduces "
-        "the gradients before every step.",
+        "*s/epoch* (median) includes each epoch's validation pass and checkpoint; on Ray each worker "
+        "scores its share of the validation rows and the workers swap them. *outside the epochs*: "
+        "loading the splits, the final evaluation, saving; on Ray also starting the workers and cutting "
+        f"each one's shard. Each Ray worker takes batches of {batch} rows (the global batch is workers × "
+        f"{batch}) and all-reduces the gradients before every step.",
     ]
     if part["train_rows"] < part["full_rows"]["train"]:
         lines.append(
@@ -1356,7 +1389,8 @@ def report_estimate(results: dict[str, Any], args: argparse.Namespace) -> list[s
     ]
     # The largest tables measured (entries() puts them first).
     prepare = next((e for _, e in entries(results, "prepare") if "split_bytes" in e), None)
-    train = next((e for _, e in entries(results, "train") if "sides" in e), None)
+    measured = [e for _, e in entries(results, "train") if "sides" in e]
+    train = next((e for e in measured if e.get("model", "small") == args.model), None)
     ready = prepare is not None
     lines += estimate_prepare(prepare, args, bandwidth) if ready else ["prepare: not measured."]
     lines.append("")
@@ -1502,11 +1536,12 @@ def estimate_train(
     full_rows, full_eval = part["full_rows"]["train"], part["full_rows"]["validation"]
     lines = [
         f"**train**, an epoch over all {full_rows:,} training rows of the {part['rows']:,}-row table, "
-        f"{full_eval:,} validation rows evaluated by every worker, batch {batch} per worker; "
+        f"{full_eval:,} validation rows shared among the workers, batch {batch} per worker; "
         f"a node = {w} worker(s) × {part['cpus_per_worker']:g} CPU, P = N × {w} workers in one ring:",
         "",
         "t_step(P) = t_compute + 2(P − 1)/P × S / B + 2(P − 1) × α;  "
-        "T_epoch(P) = ⌈rows / (P × batch)⌉ × t_step(P) + validation rows × t_eval",
+        "T_epoch(P) = ⌈rows / (P × batch)⌉ × t_step(P) + validation rows / P × t_eval + "
+        "(P − 1)/P × validation rows × 16 B / B (each worker scores its share; all receive every scored row)",
         "",
         f"* t_compute = {compute * 1e3:.2f} ms per step (measured: {source}, "
         f"{num(median_epoch(one), 2)} s/epoch over {steps_one} steps, minus its validation pass)",
@@ -1519,7 +1554,7 @@ def estimate_train(
         if workers == 1:
             continue
         steps = math.ceil((rows // workers) / batch)
-        step = (median_epoch(side) - eval_per_row * eval_rows) / steps
+        step = (median_epoch(side) - eval_per_row * eval_rows / workers) / steps
         lines.append(
             f"* measured here with {workers} workers: {step * 1e3:.2f} ms per step "
             f"(+{(step - compute) * 1e3:.2f} ms: the all-reduce over gloo on one machine, and contention)"
@@ -1531,7 +1566,8 @@ def estimate_train(
         p = nodes * w
         comm = 2 * (p - 1) / p * grads / bandwidth + 2 * (p - 1) * alpha if p > 1 else 0.0
         steps = math.ceil(full_rows / (p * batch))
-        epoch = steps * (compute + comm) + full_eval * eval_per_row
+        scored = (p - 1) / p * full_eval * SCORED_ROW_BYTES / bandwidth
+        epoch = steps * (compute + comm) + full_eval * eval_per_row / p + scored
         if single is None:
             single = math.ceil(full_rows / batch) * compute + full_eval * eval_per_row
         body.append(
@@ -1562,8 +1598,7 @@ def estimate_train(
     lines += [
         "",
         "Throughput only: the global batch grows with P, so an epoch at 64 nodes takes far fewer, larger "
-        "steps, which usually needs a larger learning rate and more epochs to reach the same score. The "
-        "whole validation split on every worker, each epoch, is a fixed cost that does not shrink.",
+        "steps, which usually needs a larger learning rate and more epochs to reach the same score.",
     ]
     return lines
 
@@ -1587,6 +1622,8 @@ def entry_key(part: str, args: argparse.Namespace) -> str:
     smaller table for the 1 and 2 worker runs) do not replace them."""
     if part == "tune":
         return f"tune {args.tune_trials}x{args.tune_concurrency} {args.tune_rows} rows"
+    if part == "train" and args.model != "small":  # the small model's entries keep their older key
+        return f"train {args.rows} rows, {args.model} model"
     return f"{part} {args.rows} rows"
 
 
@@ -1642,6 +1679,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-rows", type=int, default=2_000_000, help="training rows used (0: all)")
     parser.add_argument("--eval-rows", type=int, default=50_000, help="validation and test rows in train")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the train part")
+    parser.add_argument(
+        "--model", choices=TRAIN_MODELS, default="init", help="train: what init writes, or the small MLP"
+    )
     parser.add_argument("--workers", default="1,2", help="Ray worker counts, e.g. 1,2,4,8")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument(

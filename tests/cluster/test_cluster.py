@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import torch
 
 from leanml.config import parse_config
 from leanml.data.prepare import prepare
@@ -108,7 +109,9 @@ def test_train_and_predict_on_ray(prepared_both: dict[str, Any], tmp_path: Path)
     from leanml.cluster.predict import predict_on_ray
     from leanml.cluster.session import connect
     from leanml.cluster.train import train_on_ray
-    from leanml.training.loop import train_model
+    from leanml.data.prepared import PreparedData
+    from leanml.training.batching import open_split
+    from leanml.training.loop import evaluate_split, make_loss, train_model
 
     config = prepared_both["config"]
     cluster = connect(config, "auto")
@@ -116,6 +119,19 @@ def test_train_and_predict_on_ray(prepared_both: dict[str, Any], tmp_path: Path)
     local = train_model(config, prepared_both["local"], tmp_path / "local-train", plots=False)
     assert len(outcome.result.history) == config.train.epochs
     assert abs(outcome.result.test["roc_auc"] - local.test["roc_auc"]) < 0.05
+    # each worker scored its share of validation and test; the metrics are the whole splits' all the same
+    prepared = PreparedData(prepared_both["ray"])
+    state = prepared.state()
+    for split in ("validation", "test"):
+        batches = open_split(prepared.split(split), state.feature_names, state.target.task, 1024, 256)
+        _, whole, _, _ = evaluate_split(
+            outcome.result.model,
+            batches,
+            state.target.task,
+            make_loss(state.target.task),
+            torch.device("cpu"),
+        )
+        assert whole == pytest.approx(getattr(outcome.result, split), rel=1e-6), split
 
     bundle = leanml.load(outcome.bundle.path)
     source = str(Path(config.data.train))

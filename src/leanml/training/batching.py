@@ -37,10 +37,14 @@ def target_dtype(task: str) -> torch.dtype:
     return torch.int64 if task == "multiclass" else torch.float32
 
 
+def split_rows(path: str | Path) -> int:
+    """Rows of a prepared split (from the Parquet footer, without reading the data)."""
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
 def decoded_bytes(path: str | Path, n_features: int) -> int:
     """Bytes a split takes in memory as tensors (from the Parquet footer, without reading the data)."""
-    rows = pq.ParquetFile(path).metadata.num_rows
-    return rows * (4 * n_features + TARGET_BYTES)
+    return split_rows(path) * (4 * n_features + TARGET_BYTES)
 
 
 class TensorBatches:

@@ -39,7 +39,14 @@ from leanml.metrics import MAIN_METRIC, check_metric, evaluate
 from leanml.models import TabularModel, build_model, model_spec, save_model
 from leanml.models.predict import to_predictions
 from leanml.training import checkpoint
-from leanml.training.batching import ParquetBatches, TensorBatches, open_split, target_moments
+from leanml.training.allocator import steady_allocator
+from leanml.training.batching import (
+    ParquetBatches,
+    TensorBatches,
+    open_split,
+    split_rows,
+    target_moments,
+)
 from leanml.training.early_stopping import BestEpoch
 from leanml.training.optimizer import make_optimizer
 from leanml.training.plots import write_plots
@@ -96,6 +103,15 @@ class DataParallel:
     resume from another's checkpoint."""
     average_gradients: Callable[[torch.nn.Module], None]
     """Called before every optimizer step (an all-reduce over the replicas), so their weights stay equal."""
+    gather: Gather | None = None
+    """Set when each replica holds only its shard of the validation and test splits too: joins every
+    replica's scored rows of a split (in replica order: the whole split's rows in their order) and sums
+    their losses, so every replica computes the whole split's metrics from the same rows."""
+
+
+Scored = tuple[float, np.ndarray, np.ndarray]
+"""A split's summed loss, targets and predictions (one row each)."""
+Gather = Callable[[float, np.ndarray, np.ndarray], Scored]
 
 
 def train_model(
@@ -118,6 +134,7 @@ def train_model(
     and propagates to the caller. ``parallel``, when given, makes this run one replica of a data-parallel
     run (see :class:`DataParallel`); ``prepared_dir`` then holds this replica's shard.
     """
+    steady_allocator()  # a step's freed tensors stay in the heap for the next step (see allocator.py)
     prepared = PreparedData.at(prepared_dir if prepared_dir is not None else config.stage_dir("prepare"))
     whole = parallel.whole if parallel is not None else prepared  # what the run's statistics describe
     out = Path(out_dir) if out_dir is not None else config.stage_dir("train")
@@ -135,7 +152,11 @@ def train_model(
         name: open_split(prepared.split(name), features, task, EVAL_BATCH_ROWS, budget, device)
         for name in ("validation", "test")
     }
-    monitor = _check_config(config, task, train.rows, splits["validation"].rows)
+    validation_rows = splits["validation"].rows
+    if parallel is not None and parallel.gather is not None:  # this replica holds a shard of validation
+        validation_rows = split_rows(whole.split("validation"))
+    monitor = _check_config(config, task, train.rows, validation_rows)
+    gather = parallel.gather if parallel is not None else None
 
     # The model (regression learns the standardized target; the scaling is folded into the model).
     spec = model_spec(config.model, len(features), task, len(state.target.classes), numeric_features(state))
@@ -207,7 +228,9 @@ def train_model(
                     f"lower train.lr (now {lr:g}) or set train.grad_clip"
                 )
 
-            val_loss, val_metrics, _, _ = evaluate_split(model, splits["validation"], task, loss_fn, device)
+            val_loss, val_metrics, _, _ = evaluate_split(
+                model, splits["validation"], task, loss_fn, device, gather
+            )
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -235,8 +258,8 @@ def train_model(
     stopped_early = best.should_stop
     if best.weights is not None:
         model.load_state_dict(best.weights)
-    _, validation, _, _ = evaluate_split(model, splits["validation"], task, loss_fn, device)
-    _, test, y_test, test_output = evaluate_split(model, splits["test"], task, loss_fn, device)
+    _, validation, _, _ = evaluate_split(model, splits["validation"], task, loss_fn, device, gather)
+    _, test, y_test, test_output = evaluate_split(model, splits["test"], task, loss_fn, device, gather)
     model.eval()
     save_model(model, spec, out)
     summary = {"task": task, "monitor": monitor, "best_epoch": best.epoch, "stopped_early": stopped_early}
@@ -249,7 +272,9 @@ def train_model(
         plot_split = "test"
         if len(y_test) == 0:  # no test rows: show the validation split instead
             plot_split = "validation"
-            _, _, y_test, test_output = evaluate_split(model, splits["validation"], task, loss_fn, device)
+            _, _, y_test, test_output = evaluate_split(
+                model, splits["validation"], task, loss_fn, device, gather
+            )
         classes = state.target.classes
         written = write_plots(task, history, y_test, test_output, classes, out / PLOTS_DIR, plot_split)
     if console is not None:
@@ -335,11 +360,33 @@ def numeric_features(state: PreprocessState) -> list[int]:
 
 
 def evaluate_split(
-    model: torch.nn.Module, batches: Batches, task: str, loss_fn: LossFn, device: torch.device
+    model: torch.nn.Module,
+    batches: Batches,
+    task: str,
+    loss_fn: LossFn,
+    device: torch.device,
+    gather: Gather | None = None,
 ) -> tuple[float | None, dict[str, float], np.ndarray, np.ndarray]:
-    """Mean loss, metrics, targets and predictions of ``model`` on a split (``None``, ``{}`` when empty)."""
-    if batches.rows == 0:
+    """Mean loss, metrics, targets and predictions of ``model`` on a split (``None``, ``{}`` when empty).
+
+    ``gather``: ``batches`` is this replica's shard of the split; the metrics are the whole split's
+    (see :attr:`DataParallel.gather`).
+    """
+    loss_sum, y_true, predictions = score_split(model, batches, task, loss_fn, device)
+    if gather is not None:
+        loss_sum, y_true, predictions = gather(loss_sum, y_true, predictions)
+    if len(y_true) == 0:
         return None, {}, np.zeros(0), np.zeros(0)
+    return loss_sum / len(y_true), evaluate(task, y_true, predictions), y_true, predictions
+
+
+def score_split(
+    model: torch.nn.Module, batches: Batches, task: str, loss_fn: LossFn, device: torch.device
+) -> Scored:
+    """The summed loss, targets and predictions of ``model`` on every row of a split (empty arrays and
+    0.0 when it has none)."""
+    if batches.rows == 0:
+        return 0.0, np.zeros(0), np.zeros(0)
     model.eval()
     loss_sum = 0.0
     outputs, targets = [], []
@@ -350,8 +397,7 @@ def evaluate_split(
             loss_sum += float(loss_fn(output, y)) * len(x)
             outputs.append(to_predictions(task, output).cpu())
             targets.append(y.cpu())
-    y_true, predictions = torch.cat(targets).numpy(), torch.cat(outputs).numpy()
-    return loss_sum / batches.rows, evaluate(task, y_true, predictions), y_true, predictions
+    return loss_sum, torch.cat(targets).numpy(), torch.cat(outputs).numpy()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -1,0 +1,56 @@
+"""Sharded evaluation on Ray: each worker scores its share of a split, the workers swap their rows, and every
+worker computes the whole split's metrics from the same rows (two gloo processes, no Ray)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch.multiprocessing as mp
+
+from gather_worker import ROWS, whole_split, worker
+from leanml.cluster.train import gather_scored, shard_split
+from leanml.data.prepared import PreparedData
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_every_worker_gets_the_whole_split_in_order() -> None:
+    results: mp.SimpleQueue = mp.get_context("spawn").SimpleQueue()
+    context = mp.start_processes(
+        worker, args=(free_port(), results), nprocs=2, start_method="spawn", join=False
+    )
+    got = [results.get() for _ in range(2 * len(ROWS))]
+    context.join()
+    for rank, task, (loss_sum, targets, scores) in got:
+        expected_loss, expected_targets, expected_scores = whole_split(task)
+        assert loss_sum == pytest.approx(expected_loss), (rank, task)
+        assert targets.dtype == expected_targets.dtype and scores.dtype == expected_scores.dtype
+        np.testing.assert_array_equal(targets, expected_targets)
+        np.testing.assert_array_equal(scores, expected_scores)  # float32 through float64: exact
+
+
+def test_one_worker_keeps_its_rows() -> None:
+    scored = (1.5, np.array([1.0, 0.0], dtype=np.float32), np.array([0.9, 0.2], dtype=np.float32))
+    loss_sum, targets, scores = gather_scored(*scored, world=1)
+    assert loss_sum == 1.5 and targets is scored[1] and scores is scored[2]
+
+
+def test_shards_cut_every_evaluation_row_once(tmp_path: Path) -> None:
+    whole = PreparedData(tmp_path / "whole")
+    whole.folder.mkdir()
+    (whole.state_path).write_text("{}")
+    for split, rows in (("train", 10), ("validation", 7), ("test", 1)):
+        pl.DataFrame({"x": np.arange(rows, dtype=np.float32)}).write_parquet(whole.split(split))
+    shards = [shard_split(whole, rank, 2, tmp_path / f"shard-{rank}") for rank in range(2)]
+    for split, rows in (("validation", 7), ("test", 1)):
+        joined = pl.concat([pl.read_parquet(shard.split(split)) for shard in shards])
+        assert joined["x"].to_list() == list(range(rows))  # all rows, in order, once
+    assert [pl.read_parquet(s.split("train")).height for s in shards] == [5, 5]
