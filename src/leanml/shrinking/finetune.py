@@ -31,6 +31,7 @@ from leanml.models import TabularModel
 from leanml.models.predict import predict
 from leanml.shrinking.distill import distillation_loss
 from leanml.shrinking.synth import Synthesis, feature_groups
+from leanml.training.allocator import steady_allocator
 from leanml.training.batching import MB, TARGET_BYTES, TensorBatches, load_split, open_split, target_moments
 from leanml.training.loop import TrainingError, epoch_seed
 
@@ -158,6 +159,7 @@ def fit(
     """
     if epochs == 0:
         return model
+    steady_allocator()  # as the training loop: a step's freed tensors stay in the heap
     small = sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMETERS
     threads = _torch_threads(1 if small else torch.get_num_threads())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
