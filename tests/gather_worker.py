@@ -11,8 +11,8 @@ import torch.distributed as dist
 
 from leanml.cluster.train import gather_scored
 
-ROWS = {"binary": 7, "multiclass": 5, "regression": 1}
-"""Rows per split: 7 splits unevenly (3 and 4), 1 leaves one worker nothing."""
+ROWS = {"binary": 7, "multiclass": 5, "regression": 1, "empty": 0}
+"""Rows per split: 7 splits unevenly (3 and 4), 1 leaves one worker nothing, 0 leaves both nothing."""
 
 
 def whole_split(task: str) -> tuple[float, np.ndarray, np.ndarray]:
@@ -36,8 +36,8 @@ def worker(rank: int, port: int, results: Any) -> None:
         loss_sum, targets, scores = whole_split(task)
         rows = len(targets)
         start, end = rank * rows // 2, (rank + 1) * rows // 2
-        share = (loss_sum * (end - start) / rows, targets[start:end], scores[start:end])
-        if end == start:  # what score_split returns for a share with no rows
-            share = (0.0, np.zeros(0), np.zeros(0))
+        share = (0.0, np.zeros(0), np.zeros(0))  # what score_split returns for a share with no rows
+        if end > start:
+            share = (loss_sum * (end - start) / rows, targets[start:end], scores[start:end])
         results.put((rank, task, gather_scored(*share, world=2)))
     dist.destroy_process_group()

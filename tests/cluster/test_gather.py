@@ -3,7 +3,9 @@ worker computes the whole split's metrics from the same rows (two gloo processes
 
 from __future__ import annotations
 
+import queue
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,18 @@ def free_port() -> int:
 
 
 def test_every_worker_gets_the_whole_split_in_order() -> None:
-    results: mp.SimpleQueue = mp.get_context("spawn").SimpleQueue()
+    results = mp.get_context("spawn").Queue()
     context = mp.start_processes(
         worker, args=(free_port(), results), nprocs=2, start_method="spawn", join=False
     )
-    got = [results.get() for _ in range(2 * len(ROWS))]
+    got: list[tuple[int, str, tuple[float, np.ndarray, np.ndarray]]] = []
+    deadline = time.monotonic() + 120
+    while len(got) < 2 * len(ROWS):
+        assert time.monotonic() < deadline, f"the workers sent {len(got)} results in 120 s"
+        try:
+            got.append(results.get(timeout=1))
+        except queue.Empty:
+            context.join(timeout=0)  # raises a failed worker's error instead of waiting for its result
     context.join()
     for rank, task, (loss_sum, targets, scores) in got:
         expected_loss, expected_targets, expected_scores = whole_split(task)

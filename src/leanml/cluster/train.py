@@ -284,6 +284,8 @@ def gather_scored(
     headers = [torch.zeros_like(header) for _ in range(world)]
     dist.all_gather(headers, header)
     counts = [int(h[0]) for h in headers]
+    if not any(counts):  # an empty split (data.split.test: 0): every worker skips the rest alike
+        return 0.0, np.zeros(0, np.float32), np.zeros(0, np.float32)
     width = max(int(h[1]) for h in headers)
     wide = any(int(h[2]) == 2 for h in headers)
     integer = any(int(h[3]) for h in headers if int(h[0]))
