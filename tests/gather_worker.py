@@ -11,14 +11,19 @@ import torch.distributed as dist
 
 from leanml.cluster.train import gather_scored
 
-ROWS = {"binary": 7, "multiclass": 5, "regression": 1, "empty": 0}
-"""Rows per split: 7 splits unevenly (3 and 4), 1 leaves one worker nothing, 0 leaves both nothing."""
+ROWS = {
+    "binary": ("binary", 7),
+    "multiclass": ("multiclass", 5),
+    "one": ("regression", 1),
+    "empty": ("binary", 0),
+}
+"""Split name → (task, rows): 7 splits unevenly (3 and 4), 1 leaves one worker nothing, 0 both."""
 
 
-def whole_split(task: str) -> tuple[float, np.ndarray, np.ndarray]:
+def whole_split(name: str) -> tuple[float, np.ndarray, np.ndarray]:
     """A split's summed loss, targets and predictions, as one process would score it."""
-    rng = np.random.default_rng(len(task))
-    rows = ROWS[task]
+    rng = np.random.default_rng(len(name))
+    task, rows = ROWS[name]
     if task == "multiclass":
         targets = rng.integers(0, 3, rows).astype(np.int64)
         scores = rng.dirichlet(np.ones(3), rows).astype(np.float32)
@@ -29,15 +34,15 @@ def whole_split(task: str) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def worker(rank: int, port: int, results: Any) -> None:
-    """Score this rank's share of each task's split (as shard_split cuts it) and gather."""
+    """Score this rank's share of each split (as shard_split cuts it) and gather."""
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    for task in ROWS:
-        loss_sum, targets, scores = whole_split(task)
+    for name, (task, _) in ROWS.items():
+        loss_sum, targets, scores = whole_split(name)
         rows = len(targets)
         start, end = rank * rows // 2, (rank + 1) * rows // 2
         share = (0.0, np.zeros(0), np.zeros(0))  # what score_split returns for a share with no rows
         if end > start:
             share = (loss_sum * (end - start) / rows, targets[start:end], scores[start:end])
-        results.put((rank, task, gather_scored(*share, world=2)))
+        results.put((rank, name, gather_scored(task, *share, world=2)))
     dist.destroy_process_group()

@@ -38,9 +38,9 @@ def test_every_worker_gets_the_whole_split_in_order() -> None:
         except queue.Empty:
             context.join(timeout=0)  # raises a failed worker's error instead of waiting for its result
     context.join()
-    for rank, task, (loss_sum, targets, scores) in got:
-        expected_loss, expected_targets, expected_scores = whole_split(task)
-        assert loss_sum == pytest.approx(expected_loss), (rank, task)
+    for rank, name, (loss_sum, targets, scores) in got:
+        expected_loss, expected_targets, expected_scores = whole_split(name)
+        assert loss_sum == pytest.approx(expected_loss), (rank, name)
         assert targets.dtype == expected_targets.dtype and scores.dtype == expected_scores.dtype
         np.testing.assert_array_equal(targets, expected_targets)
         np.testing.assert_array_equal(scores, expected_scores)  # float32 through float64: exact
@@ -48,7 +48,7 @@ def test_every_worker_gets_the_whole_split_in_order() -> None:
 
 def test_one_worker_keeps_its_rows() -> None:
     scored = (1.5, np.array([1.0, 0.0], dtype=np.float32), np.array([0.9, 0.2], dtype=np.float32))
-    loss_sum, targets, scores = gather_scored(*scored, world=1)
+    loss_sum, targets, scores = gather_scored("binary", *scored, world=1)
     assert loss_sum == 1.5 and targets is scored[1] and scores is scored[2]
 
 

@@ -20,6 +20,7 @@ The model, its metrics and the bundle are then those of a local run (:func:`trai
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import shutil
@@ -42,7 +43,7 @@ from leanml.data.prepare import ensure_prepared
 from leanml.data.prepared import SPLITS, PreparedData
 from leanml.models import load_model
 from leanml.training import loop, stage
-from leanml.training.batching import split_rows
+from leanml.training.batching import split_rows, target_dtype
 from leanml.training.loop import CHECKPOINT_PATH, METRICS_JSON, DataParallel, TrainResult
 
 LAST_RUN = "last-train-run.txt"
@@ -233,7 +234,7 @@ def _worker_loop(settings: dict[str, Any]) -> None:
     parallel = DataParallel(
         whole=whole,
         average_gradients=lambda model: _average_gradients(model, world),
-        gather=lambda loss_sum, y_true, predictions: gather_scored(loss_sum, y_true, predictions, world),
+        gather=functools.partial(gather_scored, world=world),
     )
     result = loop.train_model(
         config, shard, out, resume=resume, plots=False, on_epoch=report, parallel=parallel
@@ -268,39 +269,38 @@ def shard_split(whole: PreparedData, rank: int, world: int, folder: Path) -> Pre
 
 
 def gather_scored(
-    loss_sum: float, y_true: np.ndarray, predictions: np.ndarray, world: int
+    task: str, loss_sum: float, y_true: np.ndarray, predictions: np.ndarray, world: int
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Every worker's scored rows of its share of a split, joined in rank order (the split's rows in
     their order, as :func:`shard_split` cut them), and their summed loss: the same on every worker.
 
-    Each worker sends its row count, its predictions' shape and the rows as float64 (exact for float32
-    predictions and for class indices), padded to the longest share.
+    Each worker sends its row count and its predictions' width (a worker with no rows knows neither a
+    class count), then its rows as float64 (exact for float32 predictions and for class indices), padded
+    to the longest share; the dtypes and shapes come back from ``task``, as the loop makes them.
     """
     if world == 1:
         return loss_sum, y_true, predictions
     rows = len(y_true)
     flat = predictions.reshape(rows, -1) if rows else np.zeros((0, 0))
-    header = torch.tensor([rows, flat.shape[1], predictions.ndim, int(y_true.dtype.kind in "iu")])
+    header = torch.tensor([rows, flat.shape[1]])
     headers = [torch.zeros_like(header) for _ in range(world)]
     dist.all_gather(headers, header)
     counts = [int(h[0]) for h in headers]
-    if not any(counts):  # an empty split (data.split.test: 0): every worker skips the rest alike
-        return 0.0, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    width = max(int(h[1]) for h in headers)
-    wide = any(int(h[2]) == 2 for h in headers)
-    integer = any(int(h[3]) for h in headers if int(h[0]))
-    payload = torch.zeros(max(counts), 1 + width, dtype=torch.float64)
-    if rows:
-        payload[:rows, 0] = torch.from_numpy(y_true.astype(np.float64))
-        payload[:rows, 1:] = torch.from_numpy(flat.astype(np.float64))
-    payloads = [torch.empty_like(payload) for _ in range(world)]
-    dist.all_gather(payloads, payload)
-    joined = torch.cat([part[:count] for part, count in zip(payloads, counts, strict=True)]).numpy()
-    total = torch.tensor([loss_sum], dtype=torch.float64)
-    dist.all_reduce(total)
-    targets = joined[:, 0].astype(np.int64 if integer else np.float32)
-    scores = joined[:, 1:].astype(np.float32)
-    return float(total.item()), targets, scores if wide else scores.reshape(-1)
+    payload = torch.zeros(max(counts), 1 + max(int(h[1]) for h in headers), dtype=torch.float64)
+    joined = payload  # an empty split (data.split.test: 0): nothing to swap, on every worker alike
+    if any(counts):
+        if rows:
+            payload[:rows, 0] = torch.from_numpy(y_true.astype(np.float64))
+            payload[:rows, 1:] = torch.from_numpy(flat.astype(np.float64))
+        payloads = [torch.empty_like(payload) for _ in range(world)]
+        dist.all_gather(payloads, payload)
+        joined = torch.cat([part[:count] for part, count in zip(payloads, counts, strict=True)])
+        total = torch.tensor([loss_sum], dtype=torch.float64)
+        dist.all_reduce(total)
+        loss_sum = float(total.item())
+    targets = joined[:, 0].to(target_dtype(task)).numpy()
+    scores = joined[:, 1:].float()  # to_predictions: [rows, classes] for multiclass, else [rows]
+    return loss_sum, targets, (scores if task == "multiclass" else scores.reshape(-1)).numpy()
 
 
 def _average_gradients(model: torch.nn.Module, world: int) -> None:

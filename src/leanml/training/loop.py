@@ -111,7 +111,8 @@ class DataParallel:
 
 Scored = tuple[float, np.ndarray, np.ndarray]
 """A split's summed loss, targets and predictions (one row each)."""
-Gather = Callable[[float, np.ndarray, np.ndarray], Scored]
+Gather = Callable[[str, float, np.ndarray, np.ndarray], Scored]
+"""``(task, loss_sum, targets, predictions)`` → the whole split's :data:`Scored`."""
 
 
 def train_model(
@@ -152,10 +153,8 @@ def train_model(
         name: open_split(prepared.split(name), features, task, EVAL_BATCH_ROWS, budget, device)
         for name in ("validation", "test")
     }
-    validation_rows = splits["validation"].rows
-    if parallel is not None and parallel.gather is not None:  # this replica holds a shard of validation
-        validation_rows = split_rows(whole.split("validation"))
-    monitor = _check_config(config, task, train.rows, validation_rows)
+    # the whole split's rows: a data-parallel replica may hold a share of validation, or none of it
+    monitor = _check_config(config, task, train.rows, split_rows(whole.split("validation")))
     gather = parallel.gather if parallel is not None else None
 
     # The model (regression learns the standardized target; the scaling is folded into the model).
@@ -374,7 +373,7 @@ def evaluate_split(
     """
     loss_sum, y_true, predictions = score_split(model, batches, task, loss_fn, device)
     if gather is not None:
-        loss_sum, y_true, predictions = gather(loss_sum, y_true, predictions)
+        loss_sum, y_true, predictions = gather(task, loss_sum, y_true, predictions)
     if len(y_true) == 0:
         return None, {}, np.zeros(0), np.zeros(0)
     return loss_sum / len(y_true), evaluate(task, y_true, predictions), y_true, predictions
