@@ -450,11 +450,18 @@ def json_difference(a: Any, b: Any, path: str = "") -> tuple[str | None, float]:
     return first, largest
 
 
+def split_files(folder: Path, split: str) -> list[Path]:
+    """A prepared split's files: the one file (local prepare) or the shards (Ray prepare)."""
+    from leanml.data.prepared import PreparedData
+
+    return PreparedData(folder).split(split)
+
+
 def split_rows(folder: Path) -> dict[str, int]:
     """Rows of each prepared split (from the Parquet footers)."""
     import pyarrow.parquet as pq
 
-    return {s: pq.ParquetFile(folder / f"{s}.parquet").metadata.num_rows for s in SPLIT_NAMES}
+    return {s: sum(pq.ParquetFile(f).metadata.num_rows for f in split_files(folder, s)) for s in SPLIT_NAMES}
 
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -466,7 +473,7 @@ def row_hashes(folder: Path) -> dict[str, int]:
 
     return {
         s: int(
-            pl.scan_parquet(folder / f"{s}.parquet")
+            pl.scan_parquet(split_files(folder, s))
             .select(pl.struct(pl.all()).hash(seed=0).sum())
             .collect(engine="streaming")
             .item()
@@ -501,8 +508,8 @@ def max_relative_difference(local: Path, other: Path) -> float:
 
     largest = 0.0
     for split in SPLIT_NAMES:
-        a = pl.scan_parquet(local / f"{split}.parquet")
-        b = pl.scan_parquet(other / f"{split}.parquet")
+        a = pl.scan_parquet(split_files(local, split))
+        b = pl.scan_parquet(split_files(other, split))
         columns = [c for c, t in a.collect_schema().items() if t.is_numeric() and c != "__row_id"]
         joined = a.join(b, on="__row_id", how="full", suffix="__ray")
         worst = joined.select(
@@ -647,7 +654,7 @@ def write_train_sample(source: Path, rows: int | None, eval_rows: int, folder: P
         shutil.copy(source / name, folder / name)
     caps = {"train": rows, "validation": eval_rows, "test": eval_rows}
     for split, cap in caps.items():
-        frame = pl.scan_parquet(source / f"{split}.parquet")
+        frame = pl.scan_parquet(split_files(source, split))
         (frame.head(cap) if cap else frame).sink_parquet(folder / f"{split}.parquet")
     return split_rows(folder)
 
@@ -1215,8 +1222,8 @@ def report_prepare(part: dict[str, Any]) -> list[str]:
             *table(header, phase_rows),
             "",
             "*driver and serial work*: reading the schema, summing the split's histograms and ranking the "
-            "cut buckets' hashes, merging the analyze rounds, joining the pieces into one file per split "
-            "(one task per split), the sha256 of the input, the report. The split and the "
+            "cut buckets' hashes, merging the analyze rounds, renaming the pieces' files into each split's "
+            "shards, the sha256 of the input, the report. The split and the "
             "transform waves send only small results (histograms, hashes of the cut buckets, counts): "
             "their bytes are not measured.",
         ]
@@ -1436,7 +1443,6 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
     rows_bytes = sum(p["bytes"] for p in phases if p["phase"].startswith(("split keys", "transform")))
     piece_bytes = sum(p["bytes"] for p in phases) - rows_bytes
     passes = len(phases) + (1 if any(p["phase"].startswith("datetime") for p in phases) else 0)
-    train_bytes = part["split_bytes"]["train"]
     warm = side["warm_s"]
     spread = [p for p in phases if int(p.get("tasks", pieces)) == pieces]
     per_worker = rows / (sum(p["seconds"] for p in spread) * workers)
@@ -1446,7 +1452,7 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
         f"(a node = {w} worker(s) × {part['cpus_per_worker']:g} CPU; P = N × {w} workers, 2P pieces):",
         "",
         "T(N) = warm-up + Σ_waves max(t_wave × W / P, input / (N × B)) + driver "
-        "+ (V_rows + V_pieces × P / W) / B + (input + 2 × train.parquet) / B",
+        "+ (V_rows + V_pieces × P / W) / B + input / B",
         "",
         f"* waves: {', '.join(p['phase'] for p in phases)}; Σ t_wave = {parallel:.1f} s at W = {workers}. "
         f"The waves spread over the pieces process {per_worker:,.0f} rows/s per worker (all their passes "
@@ -1461,8 +1467,7 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
         f"and the distinct-key counts run on the pieces), V_pieces = {size(piece_bytes)} from {pieces} "
         "pieces (grows with the pieces)",
         f"* serial I/O that crosses the network off one machine: the driver's sha256 of the input "
-        f"({size(csv_bytes)}) and the one task joining the training split's pieces "
-        f"({size(train_bytes)}, read and written)",
+        f"({size(csv_bytes)}); the splits stay the pieces' files (shards), nothing is joined",
         f"* warm-up: {warm:.1f} s (a worker process per worker importing leanml); `ray.init` is left out "
         "(a cluster that is already running)",
         "",
@@ -1472,7 +1477,7 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
         p = nodes * w
         waves = sum(wave_seconds(ph, p, nodes) for ph in phases)
         network = (rows_bytes + piece_bytes * p / workers) / bandwidth if nodes > 1 else 0.0
-        network += (csv_bytes + 2 * train_bytes) / bandwidth if nodes > 1 else 0.0
+        network += csv_bytes / bandwidth if nodes > 1 else 0.0
         total = warm + waves + driver + network
         body.append(
             [
@@ -1503,8 +1508,8 @@ def estimate_prepare(part: dict[str, Any], args: argparse.Namespace, bandwidth: 
     )
     lines += [
         "",
-        "The driver's share and the single task joining each split's pieces do not shrink with nodes: "
-        "past a few nodes they bound the stage (Amdahl). With the input on one shared file server, every "
+        "The driver's share (and its sha256 of the input) does not shrink with nodes: "
+        "past a few nodes it bounds the stage (Amdahl). With the input on one shared file server, every "
         "pass reads the whole input through it: the last column (passes × input / B) is then a floor.",
     ]
     return lines

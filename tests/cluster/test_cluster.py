@@ -15,6 +15,7 @@ import torch
 
 from leanml.config import parse_config
 from leanml.data.prepare import prepare
+from leanml.data.prepared import PreparedData
 
 COLUMNS: dict[str, Any] = {
     "num_0": {
@@ -54,8 +55,8 @@ def cluster_config(shards: Path, root: Path, **extra: Any) -> Any:
 
 
 def read_split(folder: Path, split: str) -> pl.DataFrame:
-    """A prepared split."""
-    return pl.read_parquet(folder / f"{split}.parquet")
+    """A prepared split: its one file, or its shards in order."""
+    return pl.read_parquet(PreparedData(folder).split(split))
 
 
 def assert_close(local: Any, remote: Any, path: str = "") -> None:
@@ -97,6 +98,11 @@ def test_prepare_on_ray_equals_local(prepared_both: dict[str, Any]) -> None:
         a, b = read_split(local, split), read_split(remote, split)
         assert a.height > 0
         assert a.equals(b), split
+        # Ray writes each piece's rows as a shard, nothing joined; one machine writes one file
+        assert PreparedData(local).split(split) == [local / f"{split}.parquet"]
+        shards = PreparedData(remote).split(split)
+        assert len(shards) > 1 and all(s.parent == remote / split for s in shards)
+        assert not (remote / f"{split}.parquet").exists() and not (remote / ".pieces").exists()
     quality = [json.loads((f / "quality.json").read_text()) for f in (local, remote)]
     assert quality[0]["rows"] == quality[1]["rows"]
     assert quality[0]["columns"] == quality[1]["columns"]

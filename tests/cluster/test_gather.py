@@ -56,10 +56,17 @@ def test_shards_cut_every_evaluation_row_once(tmp_path: Path) -> None:
     whole = PreparedData(tmp_path / "whole")
     whole.folder.mkdir()
     (whole.state_path).write_text("{}")
-    for split, rows in (("train", 10), ("validation", 7), ("test", 1)):
-        pl.DataFrame({"x": np.arange(rows, dtype=np.float32)}).write_parquet(whole.split(split))
+    for split, rows in (("validation", 7), ("test", 1)):
+        pl.DataFrame({"x": np.arange(rows, dtype=np.float32)}).write_parquet(whole.split_file(split))
+    whole.split_folder("train").mkdir()  # as a Ray prepare writes it: shards
+    for index, rows in enumerate((range(0, 4), range(4, 4), range(4, 10))):
+        frame = pl.DataFrame({"x": np.array(rows, dtype=np.float32)})
+        frame.write_parquet(whole.split_folder("train") / PreparedData.shard_name(index))
     shards = [shard_split(whole, rank, 2, tmp_path / f"shard-{rank}") for rank in range(2)]
     for split, rows in (("validation", 7), ("test", 1)):
         joined = pl.concat([pl.read_parquet(shard.split(split)) for shard in shards])
         assert joined["x"].to_list() == list(range(rows))  # all rows, in order, once
-    assert [pl.read_parquet(s.split("train")).height for s in shards] == [5, 5]
+    assert [pl.read_parquet(s.split("train"))["x"].to_list() for s in shards] == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+    ]

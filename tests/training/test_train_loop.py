@@ -302,9 +302,9 @@ def test_a_data_parallel_replica_uses_the_whole_splits_statistics(diabetes: Prep
     shard = PreparedData(tmp_path / "shard")
     shard.folder.mkdir()
     shutil.copy(whole.state_path, shard.state_path)
-    pl.scan_parquet(whole.split("train")).head(100).sink_parquet(shard.split("train"))
+    pl.scan_parquet(whole.split("train")).head(100).sink_parquet(shard.split_file("train"))
     for split in ("validation", "test"):
-        shutil.copy(whole.split(split), shard.split(split))
+        shutil.copy(whole.split_file(split), shard.split_file(split))
     calls: list[int] = []
     parallel = DataParallel(whole=whole, average_gradients=lambda model: calls.append(1))
     train = {"optimizer": "adamw", "batch_size": 50, "epochs": 2}

@@ -13,14 +13,16 @@ global decision is made on the driver by the local functions, fed what the piece
   queries run on the pieces; each query's partial results are merged exactly (:mod:`leanml.cluster.merge`)
   and handed back, so the frozen state is the local one (moments agree to rounding, counts and quantiles
   exactly, since quantiles come from merged exact value counts);
-* transform: each piece sinks its rows of each split with the same expressions; the pieces are then
-  joined in order into the same ``train.parquet``, ``validation.parquet`` and ``test.parquet``;
+* transform: each piece sinks its rows of each split with the same expressions, and its files become the
+  splits' shards, ``train/part-00000.parquet`` … in piece order (nothing is read again or joined): the
+  same rows in the same order as the local ``train.parquet``, ``validation.parquet`` and ``test.parquet``;
 * duplicates: each piece's distinct row keys are partitioned by key among one counting task per worker
   (a shuffle through the object store), so the driver receives counts only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,16 +151,7 @@ def prepare_on_ray(
     with steps.step("Transforming and writing the splits"), staging_folder(out) as staging:
         parts = staging / ".pieces"
         counts_all = _write_pieces(job, state, pieces, parts, cluster.workers, options)
-        ray.get(
-            [
-                _join_pieces.options(**options).remote(
-                    [str(_piece_split(parts, i, split)) for i in range(len(pieces))],
-                    str(PreparedData(staging).split(split)),
-                )
-                for split in SPLITS
-            ]
-        )
-        shutil.rmtree(parts)
+        _shard_splits(parts, len(pieces), PreparedData(staging))
         labeled = _label_rows(raw, schema, config, target).with_columns(
             pl.when(pl.col(PRE_REASON).is_null()).then(plan.expr()).otherwise(None).alias(SPLIT)
         )
@@ -402,8 +395,15 @@ def _fit_round(
 # --------------------------------------------------------------------------------------------------
 # Transform and write
 # --------------------------------------------------------------------------------------------------
-def _piece_split(parts: Path, index: int, split: str) -> Path:
-    return parts / f"{index:05d}" / PreparedData(Path(".")).split(split).name
+def _shard_splits(parts: Path, count: int, prepared: PreparedData) -> None:
+    """Move every piece's file of each split into the split's folder as its shard, in piece order."""
+    for split in SPLITS:
+        folder = prepared.split_folder(split)
+        folder.mkdir()
+        for index in range(count):
+            written = PreparedData(parts / f"{index:05d}").split_file(split)
+            os.replace(written, folder / PreparedData.shard_name(index))
+    shutil.rmtree(parts)
 
 
 def _write_pieces(
@@ -449,9 +449,3 @@ def _write_piece(
 def _count_distinct(*partitions: np.ndarray) -> int:
     """Distinct keys in one partition of every piece's keys."""
     return len(np.unique(np.concatenate(partitions))) if partitions else 0
-
-
-@ray.remote
-def _join_pieces(files: list[str], out: str) -> None:
-    """Join the pieces' files of one split, in order, into the split's one Parquet file."""
-    pl.scan_parquet(files).sink_parquet(out)

@@ -3,7 +3,8 @@
 Outputs, in ``WORKDIR/NAME/prepare/`` (or the folder given):
 
 * ``train.parquet``, ``validation.parquet``, ``test.parquet``: ``__row_id`` (the row's position in the
-  source), the features as float32, and ``__target`` (class index, or the number for regression);
+  source), the features as float32, and ``__target`` (class index, or the number for regression); on
+  a Ray cluster each split is a folder of shards instead (:mod:`leanml.data.prepared`);
 * ``preprocess.json``: the frozen :class:`~leanml.data.state.PreprocessState`;
 * ``quality.json``: the data-quality report (see :mod:`leanml.data.quality`);
 * optionally a rejects file holding every dropped row with ``__reason`` and ``__stage``.
@@ -71,10 +72,6 @@ class PrepareResult:
     def prepared(self) -> PreparedData:
         """The output folder as :class:`PreparedData`."""
         return PreparedData(self.out_dir)
-
-    def split_path(self, split: str) -> Path:
-        """Path of a prepared split (``train``, ``validation`` or ``test``)."""
-        return self.prepared.split(split)
 
 
 def prepare(
@@ -245,7 +242,7 @@ def _write_outputs(
         mode = "train" if split == "train" else "serve"
         part = annotate(labeled.filter(pl.col(SPLIT) == index), state, mode)
         kept = part.filter(pl.col(REASON).is_null()).select(ROW_ID, *features, TARGET)
-        queries.append(kept.sink_parquet(PreparedData(staging).split(split), lazy=True))
+        queries.append(kept.sink_parquet(PreparedData(staging).split_file(split), lazy=True))
         queries.append(part.select(pl.len().cast(pl.Int64).alias("__rows"), *quality_exprs(state, mode)))
         dropped = part.filter(pl.col(REASON).is_not_null())
         queries.append(dropped.group_by(REASON).agg(pl.len().alias("n")))

@@ -46,9 +46,10 @@ class Histogram:
 
 
 def numeric_histograms(
-    split: Path, state: PreprocessState, bins: int = BINS, limit: int = MAX_HISTOGRAMS
+    split: Path | list[Path], state: PreprocessState, bins: int = BINS, limit: int = MAX_HISTOGRAMS
 ) -> list[Histogram]:
-    """A histogram of each numeric column of a prepared ``split`` file, in the column's own units.
+    """A histogram of each numeric column of a prepared ``split`` (its file, or its shards), in the
+    column's own units.
 
     The prepared values are scaled (``(x - offset) / divisor``); the bin edges are scaled back. One
     streaming pass finds every column's range, then one pass per column counts its bins.

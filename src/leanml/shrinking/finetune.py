@@ -17,7 +17,6 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,15 @@ from leanml.models.predict import predict
 from leanml.shrinking.distill import distillation_loss
 from leanml.shrinking.synth import Synthesis, feature_groups
 from leanml.training.allocator import steady_allocator
-from leanml.training.batching import MB, TARGET_BYTES, TensorBatches, load_split, open_split, target_moments
+from leanml.training.batching import (
+    MB,
+    TARGET_BYTES,
+    Files,
+    TensorBatches,
+    load_split,
+    open_split,
+    target_moments,
+)
 from leanml.training.loop import TrainingError, epoch_seed
 
 TEACHER_CHUNK_ROWS = 8192
@@ -253,6 +260,6 @@ def _fitting_factor(factor: int, rows: int, n_features: int, outputs: int, memor
     return max(0, min(factor, int(budget // max(rows * row_bytes, 1)) - 1))
 
 
-def _arrays(path: Path, features: list[str], task: str) -> Split:
+def _arrays(path: Files, features: list[str], task: str) -> Split:
     x, y = load_split(path, features, task)
     return Split(x.numpy(), y.numpy())

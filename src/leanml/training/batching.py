@@ -1,11 +1,13 @@
 """Mini-batches for training and evaluation, from contiguous tensors — never per-row Python objects.
 
-A prepared split (``train.parquet`` …) holds the features as float32 columns and ``__target``. Two ways
-to batch it, chosen by :func:`open_split` from its decoded size and the memory budget:
+A prepared split (``train.parquet``, or the shards of ``train/``) holds the features as float32 columns and
+``__target``; every function here takes one file or the split's files in row order. Two ways to batch it,
+chosen by :func:`open_split` from its decoded size and the memory budget:
 
 * :class:`TensorBatches` loads the split once into one ``[rows, features]`` float32 tensor and a target
   tensor; an epoch is a seeded ``torch.randperm`` whose slices index the tensors.
-* :class:`ParquetBatches` streams the file for data larger than memory: row groups in shuffled order, read
+* :class:`ParquetBatches` streams the files for data larger than memory: row groups (of all the files) in
+  shuffled order, read
   in chunks of a bounded number of rows, each chunk shuffled; rows left over after the last full batch of
   a chunk are carried into the next, so every row is used exactly once per epoch.
 
@@ -28,6 +30,8 @@ from leanml.data.prepare import TARGET
 from leanml.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Files = str | Path | Sequence[str | Path]
+"""One Parquet file, or a split's files in row order."""
 MB = 1 << 20
 TARGET_BYTES = 8
 
@@ -37,12 +41,19 @@ def target_dtype(task: str) -> torch.dtype:
     return torch.int64 if task == "multiclass" else torch.float32
 
 
-def split_rows(path: str | Path) -> int:
-    """Rows of a prepared split (from the Parquet footer, without reading the data)."""
-    return int(pq.ParquetFile(path).metadata.num_rows)
+def split_files(files: Files) -> list[Path]:
+    """``files`` as a list of paths."""
+    if isinstance(files, str | Path):
+        return [Path(files)]
+    return [Path(f) for f in files]
 
 
-def decoded_bytes(path: str | Path, n_features: int) -> int:
+def split_rows(path: Files) -> int:
+    """Rows of a prepared split (from the Parquet footers, without reading the data)."""
+    return sum(int(_footer(f).num_rows) for f in split_files(path))
+
+
+def decoded_bytes(path: Files, n_features: int) -> int:
     """Bytes a split takes in memory as tensors (from the Parquet footer, without reading the data)."""
     return split_rows(path) * (4 * n_features + TARGET_BYTES)
 
@@ -82,19 +93,20 @@ class TensorBatches:
 
 
 class ParquetBatches:
-    """A split streamed from its Parquet file with at most ``chunk_rows`` rows decoded at a time."""
+    """A split streamed from its Parquet files with at most ``chunk_rows`` rows decoded at a time."""
 
     def __init__(
-        self, path: str | Path, feature_names: Sequence[str], task: str, batch_size: int, chunk_rows: int
+        self, path: Files, feature_names: Sequence[str], task: str, batch_size: int, chunk_rows: int
     ) -> None:
-        self.path = Path(path)
+        self.files = split_files(path)
         self.feature_names = list(feature_names)
         self.dtype = target_dtype(task)
         self.batch_size = batch_size
         self.chunk_rows = max(chunk_rows, batch_size)
-        metadata = pq.ParquetFile(self.path).metadata
-        self.rows = metadata.num_rows
-        self.row_groups = metadata.num_row_groups
+        footers = [_footer(f) for f in self.files]
+        self.rows = sum(footer.num_rows for footer in footers)
+        self.groups = [(i, g) for i, footer in enumerate(footers) for g in range(footer.num_row_groups)]
+        """Every row group of every file, as (file index, row group), in row order."""
 
     def batches_per_epoch(self) -> int:
         """How many batches :meth:`epoch` yields."""
@@ -102,16 +114,17 @@ class ParquetBatches:
 
     def epoch(self, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """One pass over the rows: in file order, or row groups and rows within chunks shuffled."""
-        file = pq.ParquetFile(self.path)
-        groups = range(self.row_groups)
+        files = [pq.ParquetFile(f) for f in self.files]
+        groups = self.groups
         if generator is not None:
-            groups = torch.randperm(self.row_groups, generator=generator).tolist()
+            groups = [self.groups[i] for i in torch.randperm(len(self.groups), generator=generator).tolist()]
         columns = [*self.feature_names, TARGET]
         previous: Batch | None = None  # held back one step, so a lone last row can join it
         carried: Batch | None = None
-        for group in groups:
+        for index, group in groups:
+            file = files[index]
             for record_batch in file.iter_batches(self.chunk_rows, row_groups=[group], columns=columns):
-                x, y = _tensors(record_batch, self.feature_names, self.dtype, self.path)
+                x, y = _tensors(record_batch, self.feature_names, self.dtype, self.files[index])
                 if carried is not None:
                     x, y = torch.cat([carried[0], x]), torch.cat([carried[1], y])
                 if generator is not None:
@@ -133,7 +146,7 @@ class ParquetBatches:
 
 
 def open_split(
-    path: str | Path,
+    path: Files,
     feature_names: Sequence[str],
     task: str,
     batch_size: int,
@@ -150,39 +163,69 @@ def open_split(
     return ParquetBatches(path, feature_names, task, batch_size, chunk_rows=budget // (4 * row_bytes))
 
 
-def load_split(path: str | Path, feature_names: Sequence[str], task: str) -> Batch:
+def load_split(path: Files, feature_names: Sequence[str], task: str) -> Batch:
     """The whole split as a contiguous float32 feature tensor and a target tensor."""
-    path = Path(path)
+    files = split_files(path)
+    tables = [_read(f, feature_names) for f in files]
+    # Shards join as chunks of one table (no copy); the tensors are then filled once, as from one file.
     try:
-        table = pq.read_table(path, columns=[*feature_names, TARGET])
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"cannot read prepared split '{path}': {exc}") from None
-    return _tensors(table, feature_names, target_dtype(task), path)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"the shards of prepared split '{files[0].parent}' differ: {exc}") from None
+    return _tensors(
+        table, feature_names, target_dtype(task), files[0] if len(files) == 1 else files[0].parent
+    )
 
 
-def target_moments(path: str | Path) -> tuple[float, float]:
+def target_moments(path: Files) -> tuple[float, float]:
     """Mean and (population) standard deviation of a split's target, read in chunks; std 0 becomes 1."""
     count, total, squares = 0, 0.0, 0.0
     shift: float | None = None  # sums around the first value keep the variance accurate
-    for batch in pq.ParquetFile(path).iter_batches(1 << 20, columns=[TARGET]):
+    batches = (
+        b for f in split_files(path) for b in pq.ParquetFile(f).iter_batches(1 << 20, columns=[TARGET])
+    )
+    for batch in batches:
         values = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
         if shift is None and len(values):
             shift = float(values[0])
         centred = values - (shift or 0.0)
         count, total, squares = count + len(values), total + centred.sum(), squares + (centred**2).sum()
     if count == 0:
-        raise DataError(f"'{path}': the training split has no rows")
+        raise DataError(f"'{split_files(path)[0]}': the training split has no rows")
     mean = total / count
     std = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
     return mean + (shift or 0.0), std if std > 0 else 1.0
 
 
+def _footer(path: Path) -> pq.FileMetaData:
+    try:
+        return pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot read prepared split '{path}': {exc}") from None
+
+
+def _read(path: Path, feature_names: Sequence[str]) -> pa.Table:
+    try:
+        file = pq.ParquetFile(path)
+        _check_columns(file.schema_arrow, feature_names, path)
+        return file.read(columns=[*feature_names, TARGET])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot read prepared split '{path}': {exc}") from None
+
+
+def _check_columns(
+    data: pa.Table | pa.RecordBatch | pa.Schema, feature_names: Sequence[str], path: Path
+) -> None:
+    names = data.names if isinstance(data, pa.Schema) else data.schema.names
+    missing = [name for name in [*feature_names, TARGET] if name not in names]
+    if missing:
+        raise DataError(f"'{path}' lacks the columns {', '.join(missing)}; prepare the data again")
+
+
 def _tensors(
     data: pa.Table | pa.RecordBatch, feature_names: Sequence[str], dtype: torch.dtype, path: Path
 ) -> Batch:
-    missing = [name for name in [*feature_names, TARGET] if name not in data.schema.names]
-    if missing:
-        raise DataError(f"'{path}' lacks the columns {', '.join(missing)}; prepare the data again")
+    _check_columns(data, feature_names, path)
     features = np.empty((data.num_rows, len(feature_names)), dtype=np.float32)
     for j, name in enumerate(feature_names):
         column = data.column(name)

@@ -463,7 +463,8 @@ def _run_identity(config: Config, prepared: PreparedData, spec: dict[str, Any]) 
     """What a checkpoint must match to be resumed: the model, the train settings, the prepared data."""
     digest = hashlib.sha256(prepared.state_path.read_bytes())
     for split in SPLITS:
-        digest.update(str(prepared.split(split).stat().st_size).encode())
+        files = prepared.split(split)
+        digest.update(f"{len(files)} {sum(f.stat().st_size for f in files)}".encode())
     return {
         "spec": spec,
         "train": config.train.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE)),

@@ -108,7 +108,7 @@ def reference_rows(
     """Raw input rows of the test split (validation when test is empty), as the source spells them."""
     ids = pl.Series(dtype=pl.UInt32)
     for split in ("test", "validation", "train"):
-        ids = pl.read_parquet(prepared.split(split), columns=[ROW_ID])[ROW_ID].head(rows)
+        ids = pl.scan_parquet(prepared.split(split)).select(ROW_ID).head(rows).collect()[ROW_ID]
         if len(ids):
             break
     columns = [c.name for c in state.columns]
