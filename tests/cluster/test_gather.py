@@ -14,7 +14,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from gather_worker import ROWS, whole_split, worker
-from leanml.cluster.train import gather_scored, shard_split
+from leanml.cluster.train import gather_scored, mean_over_workers, shard_split
 from leanml.data.prepared import PreparedData
 
 
@@ -31,14 +31,15 @@ def test_every_worker_gets_the_whole_split_in_order() -> None:
     )
     got: list[tuple[int, str, tuple[float, np.ndarray, np.ndarray]]] = []
     deadline = time.monotonic() + 120
-    while len(got) < 2 * len(ROWS):
+    while len(got) < 2 * (len(ROWS) + 1):
         assert time.monotonic() < deadline, f"the workers sent {len(got)} results in 120 s"
         try:
             got.append(results.get(timeout=1))
         except queue.Empty:
             context.join(timeout=0)  # raises a failed worker's error instead of waiting for its result
     context.join()
-    for rank, name, (loss_sum, targets, scores) in got:
+    assert sorted(mean for _, name, mean in got if name == "mean") == [1.5, 1.5]
+    for rank, name, (loss_sum, targets, scores) in [g for g in got if g[1] != "mean"]:
         expected_loss, expected_targets, expected_scores = whole_split(name)
         assert loss_sum == pytest.approx(expected_loss), (rank, name)
         assert targets.dtype == expected_targets.dtype and scores.dtype == expected_scores.dtype
@@ -47,6 +48,7 @@ def test_every_worker_gets_the_whole_split_in_order() -> None:
 
 
 def test_one_worker_keeps_its_rows() -> None:
+    assert mean_over_workers(0.25, world=1) == 0.25
     scored = (1.5, np.array([1.0, 0.0], dtype=np.float32), np.array([0.9, 0.2], dtype=np.float32))
     loss_sum, targets, scores = gather_scored("binary", *scored, world=1)
     assert loss_sum == 1.5 and targets is scored[1] and scores is scored[2]

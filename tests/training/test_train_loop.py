@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,12 +307,20 @@ def test_a_data_parallel_replica_uses_the_whole_splits_statistics(diabetes: Prep
     for split in ("validation", "test"):
         shutil.copy(whole.split_file(split), shard.split_file(split))
     calls: list[int] = []
-    parallel = DataParallel(whole=whole, average_gradients=lambda model: calls.append(1))
+    losses: list[float] = []
+
+    def mean(value: float) -> float:  # the mean over replicas: here a fixed value, to see it used
+        losses.append(value)
+        return 0.5
+
+    parallel = DataParallel(whole=whole, average_gradients=lambda model: calls.append(1), mean=mean)
     train = {"optimizer": "adamw", "batch_size": 50, "epochs": 2}
     config = diabetes.config(model={"arch": "linear"}, train=train)
     result = train_model(config, shard, tmp_path / "out", plots=False, parallel=parallel)
 
     assert len(calls) == 2 * 2  # 100 rows in batches of 50, two epochs
+    assert [h["train_loss"] for h in result.history] == [0.5, 0.5] and len(losses) == 2
+    assert all(math.isfinite(v) and v != 0.5 for v in losses)  # the replica's own mean losses went in
     mean, std = target_moments(whole.split("train"))
     assert float(result.model.state_dict()["target_scale"][0]) == pytest.approx(std)
     assert float(result.model.state_dict()["target_shift"][0]) == pytest.approx(mean)

@@ -235,6 +235,7 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         whole=whole,
         average_gradients=lambda model: _average_gradients(model, world),
         gather=functools.partial(gather_scored, world=world),
+        mean=functools.partial(mean_over_workers, world=world),
     )
     result = loop.train_model(
         config, shard, out, resume=resume, plots=False, on_epoch=report, parallel=parallel
@@ -266,6 +267,15 @@ def shard_split(whole: PreparedData, rank: int, world: int, folder: Path) -> Pre
         start, end = rank * rows // world, (rank + 1) * rows // world
         pl.scan_parquet(whole.split(split)).slice(start, end - start).sink_parquet(shard.split_file(split))
     return shard
+
+
+def mean_over_workers(value: float, world: int) -> float:
+    """The mean of every worker's ``value`` (the same on every worker)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item()) / world
 
 
 def gather_scored(

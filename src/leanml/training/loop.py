@@ -107,6 +107,9 @@ class DataParallel:
     """Set when each replica holds only its shard of the validation and test splits too: joins every
     replica's scored rows of a split (in replica order: the whole split's rows in their order) and sums
     their losses, so every replica computes the whole split's metrics from the same rows."""
+    mean: Callable[[float], float] | None = None
+    """The mean of a value over the replicas: each epoch's training loss, so the history holds the whole
+    training split's mean loss (the shards are equal) and every replica judges it finite alike."""
 
 
 Scored = tuple[float, np.ndarray, np.ndarray]
@@ -221,6 +224,8 @@ def train_model(
             if full_batch:
                 _step(optimizer, model, tc.grad_clip, parallel)
             train_loss = loss_sum.item() / train.rows
+            if parallel is not None and parallel.mean is not None:
+                train_loss = parallel.mean(train_loss)
             if not math.isfinite(train_loss):
                 raise TrainingError(
                     f"the training loss became {train_loss} in epoch {epoch + 1}; "
