@@ -134,7 +134,8 @@ def prepare(
         Path | None, typer.Option("--output", "-o", help="Output folder (default: WORKDIR/NAME/prepare).")
     ] = None,
     rejects: Annotated[
-        Path | None, typer.Option(help="Write every dropped row, with its reason, here.")
+        Path | None,
+        typer.Option(help="Write every dropped row, with its reason, here (with --ray: a folder of shards)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the quality report.")] = False,
     overrides: SetOption = None,
@@ -150,9 +151,7 @@ def prepare(
         from leanml.cluster.prepare import prepare_on_ray
         from leanml.cluster.session import connect
 
-        if rejects is not None:
-            _fail("--rejects is not written on Ray yet: prepare without --ray to get it")
-        result = prepare_on_ray(cfg, connect(cfg, ray), out_dir=output, console=console)
+        result = prepare_on_ray(cfg, connect(cfg, ray), out_dir=output, console=console, rejects=rejects)
     else:
         result = run_prepare(cfg, out_dir=output, rejects=rejects, console=console)
     if not quiet:

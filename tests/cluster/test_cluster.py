@@ -225,18 +225,39 @@ def test_train_resume_on_ray_continues_the_last_run(prepared_both: dict[str, Any
     assert not _has_checkpoint(storage / "never-ran")  # its resume restores nothing: nothing to discount
 
 
-def prepare_both_ways(folder: Path, root: Path, split: dict[str, Any]) -> tuple[Any, Any]:
-    """Prepare the CSV shards in ``folder`` with ``split`` locally and on Ray (under ``root``); assert that
-    every split holds the same rows; return both results."""
+def prepare_both_ways(folder: Path, root: Path, split: dict[str, Any], **data: Any) -> tuple[Any, Any]:
+    """Prepare the CSV shards in ``folder`` with ``split`` (and the other ``data`` options) locally and on
+    Ray (under ``root``); assert that every split holds the same rows, and the rejects (local: a file; Ray:
+    ``data.rejects``, a folder of shards) the same rows in the same order; return both results."""
     from leanml.cluster.prepare import prepare_on_ray
     from leanml.cluster.session import connect
 
-    config = cluster_config(folder, root, data={"train": str(folder / "part-*.csv"), "split": split})
-    local = prepare(config, out_dir=root / "local")
+    sources = str(folder / "part-*.csv")
+    rejects = root / "rejects"
+    config = cluster_config(
+        folder, root, data={"train": sources, "split": split, "rejects": str(rejects), **data}
+    )
+    local = prepare(config, out_dir=root / "local", rejects=root / "local-rejects.parquet")
     remote = prepare_on_ray(config, connect(config, "auto"), out_dir=root / "ray")
     for name in ("train", "validation", "test"):
         assert read_split(root / "local", name).equals(read_split(root / "ray", name)), name
+    assert remote.rejects_path == rejects and rejects.is_dir()
+    shards = sorted(rejects.glob("part-*.parquet"))
+    assert len(shards) > 1 and not list(root.glob(".rejects.*"))  # published whole, nothing left beside
+    assert pl.read_parquet(root / "local-rejects.parquet").equals(pl.read_parquet(shards))
     return local, remote
+
+
+def write_duplicated(shards: Path, folder: Path) -> Path:
+    """Two CSV shards of rows repeated within a shard, across shards, and within one piece (the four
+    pieces on two workers: rows 0-1074 and 1075-2149 of part-0, 0-799 and 800-1599 of part-1)."""
+    frame = pl.read_csv(shards / "part-*.csv").head(3_000)
+    folder.mkdir()
+    # 150 rows of the first piece repeated in the second
+    frame.head(2_000).vstack(frame.head(150)).write_csv(folder / "part-0.csv")
+    # 500 rows of part-0 repeated, and 100 repeated inside the last piece
+    frame.slice(1_500, 1_500).vstack(frame.slice(2_900, 100)).write_csv(folder / "part-1.csv")
+    return folder
 
 
 @pytest.mark.parametrize("split", [{"by": "event_time"}, {"stratify": False, "seed": 3}])
@@ -245,14 +266,30 @@ def test_prepare_on_ray_counts_duplicates_across_shards(
 ) -> None:
     """Rows repeated within and across shards are counted as locally (the keys are counted by a shuffle,
     never on the driver); a time split and a plain random split give the local rows."""
-    frame = pl.read_csv(shards / "part-*.csv").head(3_000)
-    folder = tmp_path / "dup"
-    folder.mkdir()
-    frame.head(2_000).vstack(frame.head(150)).write_csv(folder / "part-0.csv")  # 150 repeated inside
-    frame.slice(1_500, 1_500).write_csv(folder / "part-1.csv")  # 500 repeated from part-0
+    folder = write_duplicated(shards, tmp_path / "dup")
     local, remote = prepare_both_ways(folder, tmp_path, split)
-    assert local.report["rows"]["duplicates"] == 650
+    assert local.report["rows"]["duplicates"] == 750
     assert remote.report["rows"] == local.report["rows"]
+
+
+@pytest.mark.parametrize("split", [{"by": "event_time"}, {"seed": 3}])
+def test_dedupe_on_ray_equals_local(
+    ray_session: Any, shards: Path, tmp_path: Path, split: dict[str, Any]
+) -> None:
+    """data.dedupe drops the rows whose key occurred at a lower row id, in the same piece or an earlier
+    one, before the split is planned: the state, every split, the report and the rejects are local's."""
+    folder = write_duplicated(shards, tmp_path / "dup")
+    local, remote = prepare_both_ways(folder, tmp_path, split, dedupe=True)
+    assert local.report["dropped_by_reason"]["duplicate"] == local.report["rows"]["duplicates"] == 750
+    assert_close(
+        json.loads((tmp_path / "local" / "preprocess.json").read_text()),
+        json.loads((tmp_path / "ray" / "preprocess.json").read_text()),
+    )
+    assert_close(local.report, remote.report)
+    rejected = pl.read_parquet(sorted((tmp_path / "rejects").glob("part-*.parquet")))
+    duplicates = rejected.filter(pl.col("__reason") == "duplicate")
+    assert duplicates.height == 750 and set(duplicates["__stage"]) == {"before split"}
+    assert set(rejected["__stage"]) > {"before split"}  # rows dropped in the splits too, in stage order
 
 
 def test_a_time_split_on_ray_with_tied_and_skewed_times(
@@ -274,3 +311,21 @@ def test_a_time_split_on_ray_with_tied_and_skewed_times(
     frame.tail(1_800).write_csv(folder / "part-1.csv")
     local, _ = prepare_both_ways(folder, tmp_path, {"by": "event_time", "validation": 0.2, "test": 0.3})
     assert local.report["rows"]["test"]["rows"] > 0
+
+
+def test_prepare_command_writes_rejects_on_ray(ray_session: Any, shards: Path, tmp_path: Path) -> None:
+    """``leanml prepare --ray auto --rejects FOLDER`` writes every dropped row as a folder of shards."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from leanml.cli import app
+
+    config = tmp_path / "leanml.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(shards, tmp_path).model_dump(mode="json")))
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    command = ["prepare", str(config), "--ray", "auto", "-q", "-o", str(out), "--rejects", str(rejects)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    dropped = json.loads((out / "quality.json").read_text())["rows"]["dropped"]
+    assert dropped > 0 and f"{dropped:,} dropped rows in" in result.output
+    assert pl.read_parquet(sorted(rejects.glob("part-*.parquet"))).height == dropped

@@ -16,16 +16,27 @@ global decision is made on the driver by the local functions, fed what the piece
 * transform: each piece sinks its rows of each split with the same expressions, and its files become the
   splits' shards, ``train/part-00000.parquet`` … in piece order (nothing is read again or joined): the
   same rows in the same order as the local ``train.parquet``, ``validation.parquet`` and ``test.parquet``;
-* duplicates: each piece's distinct row keys are partitioned by key among one counting task per worker
-  (a shuffle through the object store), so the driver receives counts only.
+* duplicates (:func:`_shuffle_row_keys`): before the split, each piece's distinct row keys are
+  partitioned by key among one task per worker (a shuffle through the object store). Each of these tasks
+  counts the distinct keys of its partition, and finds, for every piece, the keys that also occur in an
+  earlier piece. The driver receives the counts only (rows minus distinct keys: the duplicates of the
+  quality report) and the object refs of the keys. With ``data.dedupe`` every piece fetches its own
+  keys seen earlier and marks their rows duplicates, besides the repeats within the piece: the local rule
+  (a row whose key occurred at a lower row id), since pieces are in row order. So the split is planned on
+  the local rows, and the state, the counts and the splits are the local ones;
+* rejects: each piece writes its dropped rows of each stage (before the split, then train, validation and
+  test) as one file, the shard ``stage × pieces + piece`` of the rejects folder: stage by stage, piece by
+  piece within, the local rejects file's rows in its order. The folder is written beside the requested
+  path and renamed onto it when complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +54,7 @@ from leanml.cluster.pieces import (
     task_options,
     with_row_ids,
 )
-from leanml.cluster.session import Cluster, ClusterError
+from leanml.cluster.session import Cluster
 from leanml.config import Config, DatetimeColumn, SplitConfig
 from leanml.data import fit
 from leanml.data.fit import Collect
@@ -59,6 +70,7 @@ from leanml.data.prepare import (
     SPLIT,
     PrepareResult,
     _label_rows,
+    _swap_in,
     _write_outputs,
     publish_prepared,
     row_key,
@@ -102,6 +114,18 @@ class Job:
     schema: dict[str, pl.DataType]
     target: TargetState | None = None
     plan: SplitPlan | None = None
+    seen: tuple[tuple[ray.ObjectRef, ...], ...] | None = None
+    """With ``data.dedupe``: per piece, the object refs of its keys that occur in an earlier piece."""
+
+
+@dataclass(frozen=True)
+class RowKeys:
+    """What the shuffle of the pieces' row keys found (:func:`_shuffle_row_keys`)."""
+
+    duplicates: int
+    """Rows minus distinct row keys: the rows that repeat an earlier row."""
+    seen: tuple[tuple[ray.ObjectRef, ...], ...]
+    """Per piece, one object ref per partition: the piece's keys that occur in an earlier piece."""
 
 
 def prepare_on_ray(
@@ -109,15 +133,14 @@ def prepare_on_ray(
     cluster: Cluster,
     out_dir: str | Path | None = None,
     console: Console | None = None,
+    rejects: str | Path | None = None,
 ) -> PrepareResult:
-    """Run the prepare stage for ``config`` on ``cluster``; the outputs equal :func:`prepare`'s."""
+    """Run the prepare stage for ``config`` on ``cluster``; the outputs equal :func:`prepare`'s, except
+    that the rejects (``rejects``, else ``data.rejects``) are a folder of shards of the local file's rows."""
     steps = Steps(console)
     out = Path(out_dir) if out_dir is not None else config.stage_dir("prepare")
+    rejects_path = Path(rejects) if rejects else (Path(config.data.rejects) if config.data.rejects else None)
     nulls = list(config.data.null_values)
-    if config.data.dedupe:
-        raise ClusterError("data.dedupe needs one global pass over every row: prepare without --ray")
-    if config.data.rejects:
-        raise ClusterError("data.rejects is not written on Ray yet: prepare without --ray to get it")
     options = task_options(cluster)
 
     with steps.step("Scanning the data on the cluster"):
@@ -137,20 +160,28 @@ def prepare_on_ray(
         target = infer_target(
             pl.concat(distinct, how="vertical_relaxed").lazy(), config.target, config.task, nulls
         )
-        job = Job(config=config, separator=separator, schema=job.schema, target=target)
+        job = replace(job, target=target)
 
     with steps.step("Splitting rows"):
+        keys = _shuffle_row_keys(job, pieces, cluster.workers, options)
+        if config.data.dedupe:
+            job = replace(job, seen=keys.seen)
         plan = _plan_split(job, pieces, options)
-        job = Job(config=config, separator=separator, schema=job.schema, target=target, plan=plan)
+        job = replace(job, plan=plan)
 
     with steps.step("Analyzing the training split"):
         columns = _with_datetime_formats(job, pieces, options)
         empty = pl.LazyFrame(schema=_labeled_schema(job, pieces[0]))
         state = _fit_distributed(empty, columns, target, nulls, job, pieces, options)
 
-    with steps.step("Transforming and writing the splits"), staging_folder(out) as staging:
+    with (
+        steps.step("Transforming and writing the splits"),
+        staging_folder(out) as staging,
+        _rejects_folder(rejects_path) as rejected,
+    ):
         parts = staging / ".pieces"
-        counts_all = _write_pieces(job, state, pieces, parts, cluster.workers, options)
+        counts_all = _write_pieces(job, state, pieces, parts, rejected, options)
+        counts_all["duplicates"] = keys.duplicates
         _shard_splits(parts, len(pieces), PreparedData(staging))
         labeled = _label_rows(raw, schema, config, target).with_columns(
             pl.when(pl.col(PRE_REASON).is_null()).then(plan.expr()).otherwise(None).alias(SPLIT)
@@ -160,7 +191,7 @@ def prepare_on_ray(
         )
     with steps.step("Writing the report"):
         write_prepare_report(PreparedData(out), report, state)
-    return PrepareResult(out_dir=out, state=state, report=report, rejects_path=None)
+    return PrepareResult(out_dir=out, state=state, report=report, rejects_path=rejects_path)
 
 
 def _run(options: dict[str, Any], func: Any, pieces: Sequence[Piece], *args: Any) -> list[Any]:
@@ -177,7 +208,10 @@ def _labeled_piece(piece: Piece, job: Job) -> pl.LazyFrame:
     """The local stage's labeled rows (row ids, target, split key, reason) of the piece, with the split."""
     assert job.target is not None
     raw = _raw_piece(piece, job)
-    labeled = with_row_ids(_label_rows(raw, pl.Schema(job.schema), job.config, job.target), piece)
+    seen = None
+    if job.seen is not None:
+        seen = pl.Series(np.concatenate(ray.get(list(job.seen[piece.index]))), dtype=pl.UInt64)
+    labeled = with_row_ids(_label_rows(raw, pl.Schema(job.schema), job.config, job.target, seen), piece)
     if job.plan is None:
         return labeled
     return labeled.with_columns(
@@ -186,7 +220,8 @@ def _labeled_piece(piece: Piece, job: Job) -> pl.LazyFrame:
 
 
 def _labeled_schema(job: Job, piece: Piece) -> pl.Schema:
-    return _labeled_piece(Piece(piece.path, 0, 0, 0), job).filter(pl.col(SPLIT) == 0).collect_schema()
+    no_rows = Piece(piece.path, 0, 0, 0)
+    return _labeled_piece(no_rows, replace(job, seen=None)).filter(pl.col(SPLIT) == 0).collect_schema()
 
 
 @ray.remote
@@ -196,6 +231,52 @@ def _distinct_targets(piece: Piece, job: Job) -> pl.DataFrame:
     return _raw_piece(piece, job).select(name).unique().collect(engine="streaming")
 
 
+# --------------------------------------------------------------------------------------------------
+# Duplicates: one shuffle of the row keys
+# --------------------------------------------------------------------------------------------------
+def _shuffle_row_keys(job: Job, pieces: Sequence[Piece], workers: int, options: dict[str, Any]) -> RowKeys:
+    """Count the duplicate rows and find every piece's keys seen in an earlier piece, the keys never
+    reaching the driver: each piece partitions its distinct keys by key mod the number of partitions, and
+    one task per partition compares the pieces' keys of that partition."""
+    # At least two partitions: a task of one return hands back its tuple as a whole.
+    partitions = max(2, workers)
+    shared = ray.put(job)
+    keyed = [
+        _piece_keys.options(**options, num_returns=partitions).remote(p, shared, partitions) for p in pieces
+    ]
+    found = [
+        _compare_keys.options(**options, num_returns=1 + len(pieces)).remote(*[k[i] for k in keyed])
+        for i in range(partitions)
+    ]
+    distinct = sum(ray.get([f[0] for f in found]))
+    seen = tuple(tuple(f[1 + index] for f in found) for index in range(len(pieces)))
+    return RowKeys(duplicates=sum(p.rows for p in pieces) - distinct, seen=seen)
+
+
+@ray.remote
+def _piece_keys(piece: Piece, job: Job, partitions: int) -> tuple[np.ndarray, ...]:
+    """The piece's distinct row keys in ``partitions`` partitions, by key mod ``partitions``."""
+    keys = _raw_piece(piece, job).select(row_key(job.config).unique()).collect(engine="streaming")
+    values = keys.to_series().to_numpy()
+    partition = values % np.uint64(partitions)
+    return tuple(values[partition == p] for p in range(partitions))
+
+
+@ray.remote
+def _compare_keys(*pieces: np.ndarray) -> tuple[Any, ...]:
+    """One partition of every piece's distinct keys (in piece order): the number of distinct keys among
+    them, then for each piece the keys that also occur in an earlier piece."""
+    keys = np.concatenate(pieces)
+    owner = np.repeat(np.arange(len(pieces)), [len(k) for k in pieces])
+    # np.unique's index is each key's first occurrence: in its earliest piece, as pieces come in order
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    earlier = owner[first][inverse] < owner
+    return (len(distinct), *(keys[earlier & (owner == index)] for index in range(len(pieces))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Split: the local plan from rounds over the pieces
+# --------------------------------------------------------------------------------------------------
 def _plan_split(job: Job, pieces: Sequence[Piece], options: dict[str, Any]) -> SplitPlan:
     """The local :func:`plan_split`'s plan. A hash split runs its two rounds on the pieces: each piece
     hashes its rows once and returns its (class, bucket) histogram, keeping the hashes in the object
@@ -406,46 +487,47 @@ def _shard_splits(parts: Path, count: int, prepared: PreparedData) -> None:
     shutil.rmtree(parts)
 
 
+@contextlib.contextmanager
+def _rejects_folder(path: Path | None) -> Iterator[Path | None]:
+    """A new folder beside ``path`` to write the rejects' shards into, renamed onto ``path`` when the block
+    ends well (as the prepared folder: readers never see a half-written one); none without ``path``."""
+    if path is None:
+        yield None
+        return
+    with staging_folder(path) as staging:
+        yield staging
+    _swap_in(staging, path)
+
+
 def _write_pieces(
     job: Job,
     state: PreprocessState,
     pieces: Sequence[Piece],
     parts: Path,
-    reducers: int,
+    rejects: Path | None,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    """Sink every piece's rows of each split under ``parts``; return the quality counts with the
-    duplicates (rows minus distinct row keys). The keys never reach the driver: each piece partitions its
-    distinct keys by ``key mod reducers`` and each reducer counts the distinct keys of its partition."""
+    """Sink every piece's rows of each split under ``parts`` (and its rejects, one file per stage, as
+    shards into the folder ``rejects``); return the quality counts, summed over the pieces."""
     shared = [ray.put(job), ray.put(state)]
+    rejects_folder = str(rejects) if rejects is not None else None
     writes = [
-        _write_piece.options(**options, num_returns=1 + reducers).remote(p, *shared, str(parts), reducers)
+        _write_piece.options(**options).remote(p, *shared, str(parts), rejects_folder, len(pieces))
         for p in pieces
     ]
-    distinct = [
-        _count_distinct.options(**options).remote(*[w[1 + r] for w in writes]) for r in range(reducers)
-    ]
-    counts = sum_counters(ray.get([w[0] for w in writes]))
-    counts["duplicates"] = sum(p.rows for p in pieces) - sum(ray.get(distinct))
-    return counts
+    return sum_counters(ray.get(writes))
 
 
 @ray.remote
 def _write_piece(
-    piece: Piece, job: Job, state: PreprocessState, parts: str, reducers: int
-) -> tuple[Any, ...]:
-    """Sink the piece's rows of each split; return its quality counts, then its distinct row keys in
-    ``reducers`` partitions (by key mod ``reducers``)."""
-    labeled = _labeled_piece(piece, job)
+    piece: Piece, job: Job, state: PreprocessState, parts: str, rejects: str | None, pieces: int
+) -> dict[str, Any]:
+    """Sink the piece's rows of each split (and its rejects: stage ``s`` as the shard ``s × pieces +
+    index``, so the shards hold the local rejects file's order); return its quality counts."""
     folder = Path(parts) / f"{piece.index:05d}"
     folder.mkdir(parents=True, exist_ok=True)
-    counts = _write_outputs(labeled, state, list(job.schema), folder, None)
-    keys = labeled.select(row_key(job.config).unique()).collect(engine="streaming").to_series().to_numpy()
-    partition = keys % np.uint64(reducers)
-    return (counts, *(keys[partition == r] for r in range(reducers)))
-
-
-@ray.remote
-def _count_distinct(*partitions: np.ndarray) -> int:
-    """Distinct keys in one partition of every piece's keys."""
-    return len(np.unique(np.concatenate(partitions))) if partitions else 0
+    shards = None
+    if rejects is not None:
+        stages = range(1 + len(SPLITS))  # before the split, then each split
+        shards = [Path(rejects) / PreparedData.shard_name(s * pieces + piece.index) for s in stages]
+    return _write_outputs(_labeled_piece(piece, job), state, list(job.schema), folder, shards)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,13 +195,22 @@ def row_key(config: Config) -> pl.Expr:
     return pl.struct([pl.col(c) for c in [*used, config.target]]).hash(seed=0)
 
 
-def _label_rows(raw: pl.LazyFrame, schema: pl.Schema, config: Config, target_state: Any) -> pl.LazyFrame:
-    """Add row ids, the encoded target, the split key, and the reason a row is unusable before the split."""
+def _label_rows(
+    raw: pl.LazyFrame, schema: pl.Schema, config: Config, target_state: Any, seen: pl.Series | None = None
+) -> pl.LazyFrame:
+    """Add row ids, the encoded target, the split key, and the reason a row is unusable before the split.
+
+    ``seen``: the row keys that occur before ``raw``'s first row (on Ray: in earlier pieces of the input);
+    with ``data.dedupe``, a row with such a key is a duplicate too.
+    """
     nulls = list(config.data.null_values)
     target, target_reason = target_exprs(target_state, schema[config.target], nulls)
     reasons = [target_reason]
     if config.data.dedupe:
-        reasons.insert(0, pl.when(row_key(config).is_first_distinct().not_()).then(pl.lit(DUPLICATE)))
+        repeated = row_key(config).is_first_distinct().not_()
+        if seen is not None:
+            repeated = repeated | row_key(config).is_in(seen)
+        reasons.insert(0, pl.when(repeated).then(pl.lit(DUPLICATE)))
     extra: list[pl.Expr] = []
     by = config.data.split.by
     if by is not None:
@@ -225,9 +234,12 @@ def _write_outputs(
     state: PreprocessState,
     raw_columns: list[str],
     staging: Path,
-    rejects_path: Path | None,
+    rejects_path: Path | Sequence[Path] | None,
 ) -> dict[str, Any]:
-    """Sink the three splits (and rejects) and count everything the report needs, in one streaming run."""
+    """Sink the three splits (and rejects) and count everything the report needs, in one streaming run.
+
+    ``rejects_path``: one file for every dropped row, written atomically; or one file per stage (before
+    split, train, validation, test), the shards of a folder the caller publishes (the Ray stage)."""
     features = [pl.col(feature_column(name)).cast(pl.Float32).alias(name) for name in state.feature_names]
     queries: list[pl.LazyFrame] = []
     rejected_parts: list[pl.LazyFrame] = []
@@ -262,10 +274,16 @@ def _write_outputs(
 
 
 def _run_with_rejects(
-    queries: list[pl.LazyFrame], rejected_parts: list[pl.LazyFrame], rejects_path: Path | None
+    queries: list[pl.LazyFrame],
+    rejected_parts: list[pl.LazyFrame],
+    rejects_path: Path | Sequence[Path] | None,
 ) -> list[pl.DataFrame]:
     if rejects_path is None:
         return collect_each(queries)
+    if not isinstance(rejects_path, Path):
+        parts = zip(rejected_parts, rejects_path, strict=True)
+        sinks = [part.sink_parquet(path, lazy=True) for part, path in parts]
+        return collect_each([*queries, *sinks])[: len(queries)]
     with atomic_path(rejects_path) as tmp:
         rejects = pl.concat(rejected_parts, how="vertical_relaxed").sink_parquet(tmp, lazy=True)
         return collect_each([*queries, rejects])[:-1]
