@@ -16,14 +16,14 @@ global decision is made on the driver by the local functions, fed what the piece
 * transform: each piece sinks its rows of each split with the same expressions, and its files become the
   splits' shards, ``train/part-00000.parquet`` … in piece order (nothing is read again or joined): the
   same rows in the same order as the local ``train.parquet``, ``validation.parquet`` and ``test.parquet``;
-* duplicates (:func:`_shuffle_row_keys`): before the split, each piece's distinct row keys are
-  partitioned by key among one task per worker (a shuffle through the object store). Each of these tasks
-  counts the distinct keys of its partition, and finds, for every piece, the keys that also occur in an
-  earlier piece. The driver receives the counts only (rows minus distinct keys: the duplicates of the
-  quality report) and the object refs of the keys. With ``data.dedupe`` every piece fetches its own
-  keys seen earlier and marks their rows duplicates, besides the repeats within the piece: the local rule
-  (a row whose key occurred at a lower row id), since pieces are in row order. So the split is planned on
-  the local rows, and the state, the counts and the splits are the local ones;
+* duplicates: each piece's distinct row keys are partitioned by key among one task per worker (a
+  shuffle through the object store), so the driver receives counts only (rows minus distinct keys: the
+  duplicates of the quality report). Without ``data.dedupe`` the keys are taken as the pieces are
+  written, in the same pass. With it, a pass of its own runs before the split
+  (:func:`_shuffle_row_keys`): each task also finds, for every piece, the keys that occur in an earlier
+  piece; every piece fetches its own and marks their rows duplicates, besides the repeats within the
+  piece: the local rule (a row whose key occurred at a lower row id), since pieces are in row order. So
+  the split is planned on the local rows, and the state, the counts and the splits are the local ones;
 * rejects: each piece writes its dropped rows of each stage (before the split, then train, validation and
   test) as one file, the shard ``stage × pieces + piece`` of the rejects folder: stage by stage, piece by
   piece within, the local rejects file's rows in its order. The folder is written beside the requested
@@ -163,8 +163,10 @@ def prepare_on_ray(
         job = replace(job, target=target)
 
     with steps.step("Splitting rows"):
-        keys = _shuffle_row_keys(job, pieces, cluster.workers, options)
-        if config.data.dedupe:
+        # With dedupe the rows to drop are known before the split is planned, which costs a pass of its
+        # own; without it the keys are counted as the pieces are written, in the same pass.
+        keys = _shuffle_row_keys(job, pieces, cluster.workers, options) if config.data.dedupe else None
+        if keys is not None:
             job = replace(job, seen=keys.seen)
         plan = _plan_split(job, pieces, options)
         job = replace(job, plan=plan)
@@ -180,8 +182,10 @@ def prepare_on_ray(
         _rejects_folder(rejects_path) as rejected,
     ):
         parts = staging / ".pieces"
-        counts_all = _write_pieces(job, state, pieces, parts, rejected, options)
-        counts_all["duplicates"] = keys.duplicates
+        partitions = None if keys is not None else _partitions(cluster.workers)
+        counts_all = _write_pieces(job, state, pieces, parts, rejected, options, partitions)
+        if keys is not None:
+            counts_all["duplicates"] = keys.duplicates
         _shard_splits(parts, len(pieces), PreparedData(staging))
         labeled = _label_rows(raw, schema, config, target).with_columns(
             pl.when(pl.col(PRE_REASON).is_null()).then(plan.expr()).otherwise(None).alias(SPLIT)
@@ -238,8 +242,7 @@ def _shuffle_row_keys(job: Job, pieces: Sequence[Piece], workers: int, options: 
     """Count the duplicate rows and find every piece's keys seen in an earlier piece, the keys never
     reaching the driver: each piece partitions its distinct keys by key mod the number of partitions, and
     one task per partition compares the pieces' keys of that partition."""
-    # At least two partitions: a task of one return hands back its tuple as a whole.
-    partitions = max(2, workers)
+    partitions = _partitions(workers)
     shared = ray.put(job)
     keyed = [
         _piece_keys.options(**options, num_returns=partitions).remote(p, shared, partitions) for p in pieces
@@ -256,10 +259,26 @@ def _shuffle_row_keys(job: Job, pieces: Sequence[Piece], workers: int, options: 
 @ray.remote
 def _piece_keys(piece: Piece, job: Job, partitions: int) -> tuple[np.ndarray, ...]:
     """The piece's distinct row keys in ``partitions`` partitions, by key mod ``partitions``."""
-    keys = _raw_piece(piece, job).select(row_key(job.config).unique()).collect(engine="streaming")
-    values = keys.to_series().to_numpy()
-    partition = values % np.uint64(partitions)
-    return tuple(values[partition == p] for p in range(partitions))
+    return _partitioned_keys(_raw_piece(piece, job), job, partitions)
+
+
+def _partitions(workers: int) -> int:
+    """Partitions of the row keys: one task per worker, at least two (a task of one return hands back
+    its tuple as a whole)."""
+    return max(2, workers)
+
+
+def _partitioned_keys(rows: pl.LazyFrame, job: Job, partitions: int) -> tuple[np.ndarray, ...]:
+    """The distinct row keys of ``rows`` in ``partitions`` partitions, by key mod ``partitions``."""
+    keys = rows.select(row_key(job.config).unique()).collect(engine="streaming").to_series().to_numpy()
+    partition = keys % np.uint64(partitions)
+    return tuple(keys[partition == p] for p in range(partitions))
+
+
+@ray.remote
+def _count_distinct(*partitions: np.ndarray) -> int:
+    """Distinct keys in one partition of every piece's keys."""
+    return len(np.unique(np.concatenate(partitions))) if partitions else 0
 
 
 @ray.remote
@@ -506,28 +525,53 @@ def _write_pieces(
     parts: Path,
     rejects: Path | None,
     options: dict[str, Any],
+    partitions: int | None,
 ) -> dict[str, Any]:
     """Sink every piece's rows of each split under ``parts`` (and its rejects, one file per stage, as
-    shards into the folder ``rejects``); return the quality counts, summed over the pieces."""
+    shards into the folder ``rejects``); return the quality counts, summed over the pieces. With
+    ``partitions``, the counts include the duplicates (rows minus distinct row keys), counted in the same
+    pass: each piece partitions its distinct keys by key mod ``partitions`` and one task per partition
+    counts them, so the keys never reach the driver."""
     shared = [ray.put(job), ray.put(state)]
     rejects_folder = str(rejects) if rejects is not None else None
+    returns = 1 + (partitions or 0)
     writes = [
-        _write_piece.options(**options).remote(p, *shared, str(parts), rejects_folder, len(pieces))
+        _write_piece.options(**options, num_returns=returns).remote(
+            p, *shared, str(parts), rejects_folder, len(pieces), partitions
+        )
         for p in pieces
     ]
-    return sum_counters(ray.get(writes))
+    if partitions is None:
+        return sum_counters(ray.get(writes))
+    distinct = [
+        _count_distinct.options(**options).remote(*[w[1 + i] for w in writes]) for i in range(partitions)
+    ]
+    counts = sum_counters(ray.get([w[0] for w in writes]))
+    counts["duplicates"] = sum(p.rows for p in pieces) - sum(ray.get(distinct))
+    return counts
 
 
 @ray.remote
 def _write_piece(
-    piece: Piece, job: Job, state: PreprocessState, parts: str, rejects: str | None, pieces: int
-) -> dict[str, Any]:
+    piece: Piece,
+    job: Job,
+    state: PreprocessState,
+    parts: str,
+    rejects: str | None,
+    pieces: int,
+    partitions: int | None,
+) -> Any:
     """Sink the piece's rows of each split (and its rejects: stage ``s`` as the shard ``s × pieces +
-    index``, so the shards hold the local rejects file's order); return its quality counts."""
+    index``, so the shards hold the local rejects file's order); return its quality counts, and with
+    ``partitions`` its distinct row keys in that many partitions."""
     folder = Path(parts) / f"{piece.index:05d}"
     folder.mkdir(parents=True, exist_ok=True)
     shards = None
     if rejects is not None:
         stages = range(1 + len(SPLITS))  # before the split, then each split
         shards = [Path(rejects) / PreparedData.shard_name(s * pieces + piece.index) for s in stages]
-    return _write_outputs(_labeled_piece(piece, job), state, list(job.schema), folder, shards)
+    labeled = _labeled_piece(piece, job)
+    counts = _write_outputs(labeled, state, list(job.schema), folder, shards)
+    if partitions is None:
+        return counts
+    return (counts, *_partitioned_keys(labeled, job, partitions))
