@@ -7,7 +7,8 @@ digits. One seeded 80/20 split per dataset; every system is scored on the same t
 
 leanml runs as a new user would: ``infer_config`` (what ``leanml init`` writes) with the model and train
 sections of each *candidate* swapped in, then ``train_and_bundle`` (prepare → train → bundle). It gets the
-80 % as its data file with ``split: {validation: 0.1, test: 0}``, so it early-stops on part of the rows the
+80 % as its data file with ``split: {validation: V, test: 0}`` (V: init's validation share, 10 %, or up to
+30 % of a small table so that shrink can verify its budget), so it early-stops on part of the rows the
 boosters train on. Its predictions come from the bundle's serving graph (``pipeline.onnx``: raw columns in),
 as the server computes them. The boosters get the same rows as a pandas frame: text columns as
 ``category`` (integer codes above 255 levels), datetimes as epoch seconds, booleans as 0/1.
@@ -108,6 +109,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "init-e60": {"train_update": {"epochs": 60}},
     "init-lr3": {"train_update": {"lr": 3.0e-3}},
     "init-w512": {"model_update": {"hidden": [512, 512, 512]}},
+    "init-val20": {"split_update": {"validation": 0.2}},
+    "init-val30": {"split_update": {"validation": 0.3}},
     "tabm-plr": {
         "model": {
             "arch": "tabm",
@@ -141,6 +144,9 @@ class Result:
     batch1_ms: float
     batch1024_ms: float
     size_kb: float
+    test_drop_se: float | None = None
+    """A student's: the standard error of its drop from the teacher on the test rows (paired bootstrap;
+    points of AUC / accuracy as a fraction, or the relative RMSE)."""
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -297,10 +303,11 @@ def run_leanml(
     train.write_parquet(data)
     raw = yaml.safe_load(infer_config(str(data), dataset.target, name="bench", config_dir=workdir))
     raw["data"]["split"] = {
-        "validation": 0.1,
+        "validation": raw["data"]["split"]["validation"],  # init's: 10 %, more on a small table
         "test": 0.0,
         "seed": seed,
         "stratify": dataset.task != "regression",
+        **candidate.get("split_update", {}),
     }
     raw["train"] = {**raw.get("train", {}), "seed": seed}
     if "model" in candidate:
@@ -319,7 +326,7 @@ def run_leanml(
     started = time.perf_counter()
     outcome = train_and_bundle(config)
     fit_s = time.perf_counter() - started
-    result = score_bundle(dataset, test, outcome.bundle.path, fit_s)
+    result, y, teacher = score_bundle(dataset, test, outcome.bundle.path, fit_s)
     if not student:
         return result, None
     started = time.perf_counter()
@@ -327,12 +334,32 @@ def run_leanml(
     shrink_s = time.perf_counter() - started
     if shrunk.bundle is None:  # nothing kept the budget: the student is the teacher itself
         print(f"    shrink wrote no student: {shrunk.reason}", flush=True)
-        return result, Result(result.metric, shrink_s, result.batch1_ms, result.batch1024_ms, result.size_kb)
-    return result, score_bundle(dataset, test, shrunk.bundle.path, shrink_s)
+        same = Result(result.metric, shrink_s, result.batch1_ms, result.batch1024_ms, result.size_kb, 0.0)
+        return result, same
+    kept, _, predictions = score_bundle(dataset, test, shrunk.bundle.path, shrink_s)
+    kept.test_drop_se = paired_drop_se(dataset.task, y, teacher, predictions)
+    return result, kept
 
 
-def score_bundle(dataset: Dataset, test: pl.DataFrame, path: Path, fit_s: float) -> Result:
-    """A bundle's metric on the test rows through its serving graph, its latency and its size."""
+def paired_drop_se(
+    task: str, y: np.ndarray, teacher: np.ndarray, student: np.ndarray, resamples: int = 200
+) -> float:
+    """The standard error of the student's drop from the teacher on these rows: a paired bootstrap (both
+    scored on the same resampled rows), as shrink judges it on the validation rows."""
+    rng = np.random.default_rng(SEED)
+    drops = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        before, after = score(task, y[rows], teacher[rows]), score(task, y[rows], student[rows])
+        drops.append((after - before) / before if task == "regression" else before - after)
+    return float(np.std(drops, ddof=1))
+
+
+def score_bundle(
+    dataset: Dataset, test: pl.DataFrame, path: Path, fit_s: float
+) -> tuple[Result, np.ndarray, np.ndarray]:
+    """A bundle's metric on the test rows through its serving graph, its latency and its size; the test
+    rows' encoded targets and the predictions."""
     bundle = load_bundle(path)
     inputs = test.drop(dataset.target)
     predictions = pipeline_scores(bundle.pipeline, inputs, bundle.state)
@@ -346,7 +373,8 @@ def score_bundle(dataset: Dataset, test: pl.DataFrame, path: Path, fit_s: float)
     batches = [served(inputs[i : i + 1024]) for i in range(0, min(inputs.height, 8192), 1024)]
     batch1, batch1024 = _latency(bundle.pipeline.run_inputs, rows, batches)
     size = (path / "model.onnx").stat().st_size
-    return Result(score(dataset.task, y, predictions), fit_s, batch1, batch1024, size / 1024)
+    result = Result(score(dataset.task, y, predictions), fit_s, batch1, batch1024, size / 1024)
+    return result, y, predictions
 
 
 # ----------------------------------------------------------------------------------------------- boosters

@@ -68,11 +68,11 @@ def main() -> None:
         teacher = next(args.workdir.glob(f"{name}/*/models/bench")) / "v1"
         dataset = quality.load_dataset(name, args.data if args.data.is_dir() else None)
         _, test = quality.split(dataset, args.max_rows, args.seed)
-        parent = quality.score_bundle(dataset, test, teacher, 0.0).metric
+        parent = quality.score_bundle(dataset, test, teacher, 0.0)[0].metric
         for hidden in students:
             for kind in args.kinds.split(","):
                 path, record, seconds = distil(teacher, hidden, kind)
-                metric = quality.score_bundle(dataset, test, path, seconds).metric
+                metric = quality.score_bundle(dataset, test, path, seconds)[0].metric
                 drop = metric / parent - 1 if dataset.task == "regression" else parent - metric
                 rows = record["why"].split("; ", 1)[-1].rstrip(")")  # "N training rows + M munge rows"
                 print(

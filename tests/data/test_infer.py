@@ -8,12 +8,13 @@ import polars as pl
 import pytest
 import yaml
 
-from leanml.config import load_config
+from leanml.config import load_config, parse_config
 from leanml.data.infer import (
     PLE_MIN_DISTINCT,
     STARTER_MODEL,
     batch_size,
     infer_config,
+    starter_split,
     starter_train,
     write_config,
 )
@@ -121,3 +122,14 @@ def test_piecewise_linear_bins_start_at_many_distinct_values(tmp_path: Path) -> 
     config = load_config(write_config(text, tmp_path / "leanml.yaml"))
     state = prepare(config, out_dir=tmp_path / "out").state
     assert "many__ple0" in state.feature_names and not any(f.startswith("few__") for f in state.feature_names)
+
+
+def test_a_small_table_keeps_enough_validation_rows_to_verify_shrink(tmp_path: Path) -> None:
+    # 10 % of a big table; 4,000 rows of a small one (shrink's budget needs them), at most 30 %
+    shares = [starter_split(rows)["validation"] for rows in (100_000, 40_000, 25_000, 13_400, 8_000, 500)]
+    assert shares == [0.1, 0.1, 0.16, 0.3, 0.3, 0.3]
+    frame = pl.DataFrame({"x": [i % 17 for i in range(8_000)], "y": [i % 2 for i in range(8_000)]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    raw = yaml.safe_load(infer_config(str(tmp_path / "t.parquet"), "y", config_dir=tmp_path))
+    assert raw["data"]["split"] == {"validation": 0.3, "test": 0.1, "seed": 0, "stratify": True}
+    assert parse_config(raw, base_dir=tmp_path).data.split.validation == 0.3
