@@ -298,6 +298,17 @@ def test_a_margin_of_standard_errors_narrows_the_budget() -> None:
     assert "plus 1 standard error" in strict.describe()
 
 
+def test_a_noisy_drop_is_verified_only_far_inside_the_budget() -> None:
+    budget = Budget("rmse", 600.0, 0.01, margin_se=1.0)
+    assert budget.verifies(606.0, drop_se=0.01)  # the noise within the budget: the margin decides
+    assert not budget.verifies(594.0, drop_se=0.02)  # 1 % better, ± 2 %: could be 3 % worse
+    assert not budget.verifies(600.0 * (1 - 0.125), drop_se=0.081)  # -12.5 % + 2 x 8.1 % = 3.7 %
+    assert budget.verifies(600.0 * (1 - 0.0646), drop_se=0.0363)  # -6.46 % + 2 x 3.63 % = 0.8 %
+    assert Budget("rmse", 600.0, 0.01).verifies(594.0, drop_se=0.5)  # margin_se 0 accepts the noise
+    twice = Budget("rmse", 600.0, 0.01, margin_se=2.0)
+    assert not twice.verifies(600.0 * (1 - 0.0646), drop_se=0.0363)  # a wider margin asks more
+
+
 def test_paired_bootstrap_of_the_drop_matches_the_analytic_standard_error() -> None:
     rng = np.random.default_rng(0)
     n = 4000

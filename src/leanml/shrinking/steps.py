@@ -132,14 +132,9 @@ class ShrinkRun:
         return self.verifiable(candidate) and self.budget.allows(metric, candidate.drop_se)
 
     def verifiable(self, candidate: Candidate) -> bool:
-        """Whether the drop's standard error is at most the budget (always, with ``margin_se: 0``).
-
-        Beyond it the validation rows cannot tell a student inside the budget from one outside: of
-        several students tried, one looks better than the teacher by chance and is kept (hotels: kept on
-        validation, 1.7 % over a 1 % budget on test; loans, 7 classes: a standard error of 1.2 points
-        against a half-point budget).
-        """
-        return self.shrink.margin_se <= 0 or candidate.drop_se <= self.budget.max_drop
+        """Whether the validation rows can tell that the candidate is inside the budget
+        (:meth:`~leanml.shrinking.results.Budget.verifies`)."""
+        return self.budget.verifies(candidate.measurement.metrics[self.metric], candidate.drop_se)
 
     def over_budget(self, candidate: Candidate) -> str:
         """Why a candidate breaks the budget, in words."""
@@ -159,8 +154,9 @@ class ShrinkRun:
             rows = len(self.data.validation.target)
             return (
                 f"{text}{noise} (standard error over {rows} validation rows): the noise is larger than the "
-                f"budget of {allowed}, which these rows cannot verify; raise data.split.validation or "
-                "shrink.max_metric_drop (shrink.margin_se: 0 accepts the noise)"
+                f"budget of {allowed} and the drop is not inside it by {2 * margin:g} of it, which these "
+                "rows cannot verify; raise data.split.validation or shrink.max_metric_drop "
+                "(shrink.margin_se: 0 accepts the noise)"
             )
         if noise and drop <= limit:
             return f"{text}{noise} (standard error): with {margin:g} of it, beyond the budget of {allowed}"
