@@ -461,8 +461,9 @@ METRIC_NAMES = {"binary": "ROC AUC", "multiclass": "accuracy", "regression": "RM
 
 
 def mean_result(runs: list[Result]) -> Result:
-    """Every figure averaged over seeds."""
-    return Result(*(statistics.fmean(getattr(r, f) for r in runs) for f in Result.__dataclass_fields__))
+    """Every figure averaged over seeds (a figure some run lacks, such as a teacher's test drop: none)."""
+    figures = [[getattr(r, f) for r in runs] for f in Result.__dataclass_fields__]
+    return Result(*(None if None in values else statistics.fmean(values) for values in figures))
 
 
 def report(runs: dict[str, dict[str, list[Result]]], tasks: dict[str, str], systems: list[str]) -> str:
