@@ -73,6 +73,7 @@ from leanml.data.prepare import (
     _swap_in,
     _write_outputs,
     publish_prepared,
+    rejects_target,
     row_key,
     staging_folder,
 )
@@ -139,7 +140,7 @@ def prepare_on_ray(
     that the rejects (``rejects``, else ``data.rejects``) are a folder of shards of the local file's rows."""
     steps = Steps(console)
     out = Path(out_dir) if out_dir is not None else config.stage_dir("prepare")
-    rejects_path = Path(rejects) if rejects else (Path(config.data.rejects) if config.data.rejects else None)
+    rejects_path = rejects_target(config, rejects)
     nulls = list(config.data.null_values)
     options = task_options(cluster)
 

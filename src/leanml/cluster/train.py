@@ -263,9 +263,10 @@ def shard_split(whole: PreparedData, rank: int, world: int, folder: Path) -> Pre
         raise ClusterError(f"the training split has fewer rows than the {world} workers")
     train.slice(rank * per_worker, per_worker).sink_parquet(shard.split_file("train"))
     for split in SPLITS[1:]:
-        rows = split_rows(whole.split(split))
+        files = whole.split(split)
+        rows = split_rows(files)
         start, end = rank * rows // world, (rank + 1) * rows // world
-        pl.scan_parquet(whole.split(split)).slice(start, end - start).sink_parquet(shard.split_file(split))
+        pl.scan_parquet(files).slice(start, end - start).sink_parquet(shard.split_file(split))
     return shard
 
 

@@ -124,6 +124,7 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
             f"   # {duplicates:,} rows ({duplicates / total:.1%}) duplicate an earlier row (target and used "
             f"columns): they can leak across splits; true drops them"
         )
+    split = starter_split(total)
     lines = [
         f"# leanml config written by `leanml init` from {data} ({sampled}).",
         "# Edit the column specs below; `leanml prepare THIS_FILE` validates and runs them.",
@@ -133,12 +134,8 @@ def infer_config(data: str, target: str, name: str | None = None, config_dir: st
         *([f"  separator: {json.dumps(separator)}"] if separator not in (None, ",") else []),
         *([f"  encoding: {encoding}   # not UTF-8"] if encoding != "utf-8" else []),
         f"  null_values: [{', '.join(_yaml_str(v) for v in nulls)}]",
-        f"  split: {_flow(starter_split(total))}   # or {{by: DATETIME_COLUMN}}"
-        + (
-            ""
-            if starter_split(total)["validation"] == 0.1
-            else f"; {VERIFY_ROWS:,} validation rows verify shrink"
-        ),
+        f"  split: {_flow(split)}   # or {{by: DATETIME_COLUMN}}"
+        + ("" if split["validation"] == 0.1 else f"; {VERIFY_ROWS:,} validation rows verify shrink"),
         dedupe,
         "  max_invalid: 0.01   # prepare fails when more of a column cannot be read as its type",
         f"target: {_yaml_str(target)}",

@@ -83,7 +83,7 @@ def prepare(
     """Run the prepare stage for ``config``; return where the outputs are and the quality report."""
     steps = Steps(console)
     out = Path(out_dir) if out_dir is not None else config.stage_dir("prepare")
-    rejects_path = Path(rejects) if rejects else (Path(config.data.rejects) if config.data.rejects else None)
+    rejects_path = rejects_target(config, rejects)
     nulls = list(config.data.null_values)
 
     with steps.step("Scanning the data"):
@@ -121,6 +121,13 @@ def prepare(
     with steps.step("Writing the report"):
         write_prepare_report(PreparedData(out), report, state)
     return PrepareResult(out_dir=out, state=state, report=report, rejects_path=rejects_path)
+
+
+def rejects_target(config: Config, rejects: str | Path | None) -> Path | None:
+    """Where the dropped rows go: ``rejects`` (the command line), else ``data.rejects``, else nowhere."""
+    if rejects:
+        return Path(rejects)
+    return Path(config.data.rejects) if config.data.rejects else None
 
 
 @contextmanager
@@ -207,9 +214,10 @@ def _label_rows(
     target, target_reason = target_exprs(target_state, schema[config.target], nulls)
     reasons = [target_reason]
     if config.data.dedupe:
-        repeated = row_key(config).is_first_distinct().not_()
+        key = row_key(config)
+        repeated = key.is_first_distinct().not_()
         if seen is not None:
-            repeated = repeated | row_key(config).is_in(seen)
+            repeated = repeated | key.is_in(seen)
         reasons.insert(0, pl.when(repeated).then(pl.lit(DUPLICATE)))
     extra: list[pl.Expr] = []
     by = config.data.split.by
