@@ -53,6 +53,7 @@ from leanml.bundle import load_bundle
 from leanml.bundle.artifact import pipeline_scores
 from leanml.bundle.graph import graph_inputs
 from leanml.config import parse_config
+from leanml.data import infer
 from leanml.data.infer import infer_config
 from leanml.shrinking import run_shrink
 from leanml.training.stage import train_and_bundle
@@ -107,6 +108,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "init-ple64": {"numeric": {"encode": "ple"}, "min_distinct": 64},
     "init-qple64": {"numeric": {"scale": "quantile", "encode": "ple"}, "min_distinct": 64},
     "init-e60": {"train_update": {"epochs": 60}},
+    "init-clip": {"tail_share": (0.0, 0.01)},
+    "init-full": {"train_update": {"early_stopping": None, "restore_best": True}},
+    "init-p12": {"train_update": {"early_stopping": {"patience": 12}}},
     "init-lr3": {"train_update": {"lr": 3.0e-3}},
     "init-w512": {"model_update": {"hidden": [512, 512, 512]}},
     "init-val20": {"split_update": {"validation": 0.2}},
@@ -301,7 +305,12 @@ def run_leanml(
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "train.parquet"
     train.write_parquet(data)
-    raw = yaml.safe_load(infer_config(str(data), dataset.target, name="bench", config_dir=workdir))
+    written = infer.TAIL_SHARE
+    infer.TAIL_SHARE = candidate.get("tail_share", written)  # which columns init clips at 3 IQR
+    try:
+        raw = yaml.safe_load(infer_config(str(data), dataset.target, name="bench", config_dir=workdir))
+    finally:
+        infer.TAIL_SHARE = written
     raw["data"]["split"] = {
         "validation": raw["data"]["split"]["validation"],  # init's: 10 %, more on a small table
         "test": 0.0,

@@ -102,6 +102,10 @@ def test_the_written_model_and_train_sections_are_the_starter_ones(tmp_path: Pat
     assert raw["model"] == STARTER_MODEL
     assert raw["train"] == starter_train(20_000)
     assert raw["train"]["batch_size"] == 256 and raw["train"]["lr"] == 1e-3  # YAML read the float
+    # the whole cosine schedule, then the best epoch's weights: no early stop halfway down the schedule
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.train.early_stopping is None and config.train.restore_best
+    assert config.train.schedule == "cosine"
 
 
 def test_piecewise_linear_bins_start_at_many_distinct_values(tmp_path: Path) -> None:
