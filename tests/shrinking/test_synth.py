@@ -23,7 +23,7 @@ from leanml.data.prepare import ensure_prepared
 from leanml.models import TabularModel, build_model
 from leanml.models.predict import predict
 from leanml.shrinking import synth
-from leanml.shrinking.distill import distillation_loss, student_spec
+from leanml.shrinking.distill import distillation_loss, soft_loss, student_spec
 from leanml.shrinking.finetune import ShrinkData, fit
 from leanml.shrinking.stage import _synthesis
 from leanml.shrinking.synth import FeatureGroups, Synthesis, feature_groups, munge, nearest_neighbours
@@ -225,6 +225,58 @@ class Oracle(torch.nn.Module):
         return (torch.sin(2 * x[:, self.a]) + x[:, self.b] ** 2 / 2 + effect)[:, None]
 
 
+def test_the_soft_loss_is_the_divergence_from_the_teacher_without_labels() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(50, 3), torch.randn(50, 3)
+    p, q = torch.softmax(teacher, 1), torch.softmax(student, 1)
+    kl = float((p * (p.log() - q.log())).sum(1).mean())
+    assert float(soft_loss("multiclass", student, teacher)) == pytest.approx(kl, rel=1e-5)
+    pb, qb = torch.sigmoid(teacher[:, 0]), torch.sigmoid(student[:, 0])
+    bernoulli = pb * (pb / qb).log() + (1 - pb) * ((1 - pb) / (1 - qb)).log()
+    assert float(soft_loss("binary", student[:, :1], teacher[:, :1])) == pytest.approx(
+        float(bernoulli.mean()), rel=1e-5
+    )
+    squared = float(((student[:, 0] - teacher[:, 0]) ** 2).mean() / 4.0)
+    assert float(soft_loss("regression", student[:, :1], teacher[:, :1], target_std=2.0)) == pytest.approx(
+        squared, rel=1e-6
+    )
+    labels = torch.zeros(50, dtype=torch.long)
+    assert float(distillation_loss("multiclass", student, teacher, labels, 1.0, 1.0)) == pytest.approx(
+        kl, rel=1e-5
+    )
+
+
+def regression_student(features: list[str], hidden: list[int]) -> dict[str, Any]:
+    """The spec of a plain ``mlp`` student of ``hidden`` widths for a regression over ``features``."""
+    parent = {"format_version": 1, "arch": "mlp", "hyperparameters": {}, "n_inputs": len(features)}
+    return student_spec({**parent, "n_outputs": 1, "task": "regression", "output": "value"}, hidden)
+
+
+def test_the_student_keeps_the_epoch_closest_to_its_teacher_not_the_best_on_the_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # shrink judges the drop on the validation labels: choosing the epoch on them would flatter the student
+    config = prepared_config(tmp_path, 600, nulls=0.0, validation=0.5)
+    data = ensure_prepared(config)
+    state = data.state()
+    teacher = TabularModel(Oracle(state.feature_names), 1, "regression")
+    shrink_data = ShrinkData(data, state, teacher, 32, 256.0)
+    seen: list[float] = []
+    measure = ShrinkData.fidelity
+
+    def recorded(self: ShrinkData, model: TabularModel) -> float:
+        seen.append(measure(self, model))
+        return seen[-1]
+
+    monkeypatch.setattr(ShrinkData, "fidelity", recorded)
+    spec = regression_student(state.feature_names, [8])
+    torch.manual_seed(0)
+    student = fit(build_model(spec), shrink_data, 12, 0.3, 1.0, 1.0, seed=0)
+    assert len(seen) == 12  # once per epoch
+    assert measure(shrink_data, student) == pytest.approx(min(seen), rel=1e-6)
+    assert min(seen) < seen[-1], seen  # the closest epoch was not the last one here: a real choice
+
+
 def test_a_student_imitates_its_teacher_better_with_munge_rows_than_on_the_training_rows_alone(
     tmp_path: Path,
 ) -> None:
@@ -232,18 +284,7 @@ def test_a_student_imitates_its_teacher_better_with_munge_rows_than_on_the_train
     data = ensure_prepared(config)
     state = data.state()
     teacher = TabularModel(Oracle(state.feature_names), 1, "regression")
-    spec = student_spec(
-        {
-            "format_version": 1,
-            "arch": "mlp",
-            "hyperparameters": {},
-            "n_inputs": len(state.feature_names),
-            "n_outputs": 1,
-            "task": "regression",
-            "output": "value",
-        },
-        [32],
-    )
+    spec = regression_student(state.feature_names, [32])
     errors = {}
     for kind in ("none", "munge"):
         synthesis = Synthesis(kind, 4, seed=0) if kind != "none" else None
@@ -252,7 +293,7 @@ def test_a_student_imitates_its_teacher_better_with_munge_rows_than_on_the_train
         torch.manual_seed(0)
         steps = 800
         epochs = max(steps // shrink_data.batches_per_epoch(), 1)
-        student = fit(build_model(spec), shrink_data, "rmse", epochs, 0.01, 1.0, 1.0, seed=0)
+        student = fit(build_model(spec), shrink_data, epochs, 0.01, 1.0, 1.0, seed=0)
         validation = shrink_data.validation
         imitated = predict(student, validation.features)
         with torch.no_grad():

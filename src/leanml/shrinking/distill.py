@@ -51,27 +51,37 @@ def distillation_loss(
     class indices (multiclass) or values (regression). A synthetic row has no label (NaN, or class
     ``-1``): its hard term is against the teacher's own prediction (at temperature 1).
     """
+    soft = soft_loss(task, student, teacher, temperature, target_std)
     if task == "regression":
-        inverse_variance = 1.0 / (target_std * target_std)
         target = torch.where(target.isnan(), teacher[:, 0], target)
-        soft = F.mse_loss(student[:, 0], teacher[:, 0]) * inverse_variance
-        hard = F.mse_loss(student[:, 0], target) * inverse_variance
+        hard = F.mse_loss(student[:, 0], target) / (target_std * target_std)
         return alpha * soft + (1.0 - alpha) * hard
     if task == "binary":
         target = torch.where(target.isnan(), torch.sigmoid(teacher[:, 0]), target)
         hard = F.binary_cross_entropy_with_logits(student[:, 0], target)
-        soft = _bernoulli_kl(teacher[:, 0] / temperature, student[:, 0] / temperature)
-    elif task == "multiclass":
+    else:
         hard = F.cross_entropy(student, _class_targets(target, teacher))
-        soft = F.kl_div(
+    return alpha * temperature * temperature * soft + (1.0 - alpha) * hard
+
+
+def soft_loss(
+    task: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, target_std: float = 1.0
+) -> torch.Tensor:
+    """How far the student's outputs are from the teacher's, labels aside: the soft term of
+    :func:`distillation_loss` (the KL divergence of the distributions at ``temperature``, or the squared
+    error over the target's variance). At temperature 1 it is what shrink picks a student's epoch by."""
+    if task == "regression":
+        return F.mse_loss(student[:, 0], teacher[:, 0]) / (target_std * target_std)
+    if task == "binary":
+        return _bernoulli_kl(teacher[:, 0] / temperature, student[:, 0] / temperature)
+    if task == "multiclass":
+        return F.kl_div(
             F.log_softmax(student / temperature, dim=1),
             F.log_softmax(teacher / temperature, dim=1),
             reduction="batchmean",
             log_target=True,
         )
-    else:
-        raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
-    return alpha * temperature * temperature * soft + (1.0 - alpha) * hard
+    raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
 
 
 def _class_targets(target: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

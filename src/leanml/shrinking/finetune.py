@@ -7,7 +7,14 @@ once over them and over the synthetic rows made around them (:mod:`leanml.shrink
 it runs on each batch.
 
 :func:`fit` is a short, self-contained loop: AdamW, a per-step cosine learning rate, one pass over the
-rows per epoch in a seeded order, and the weights of the epoch with the best validation metric at the end.
+rows per epoch in a seeded order, and at the end the weights of the epoch whose outputs on the validation
+rows are closest to the teacher's (:meth:`ShrinkData.fidelity`).
+
+Why closest to the teacher and not best on the labels: shrink then judges the student's drop on the labels
+of these same rows. An epoch picked as the best of sixty on them is the luckiest of sixty, and the drop
+looked smaller than it was: over 29 students of six tables, the drop on the test rows was on average half
+a standard error worse than on validation (loans: 0.8 points better on validation, 2.3 worse on test).
+The distance to the teacher uses no label, so the judged drop is not biased by the choice of the epoch.
 """
 
 from __future__ import annotations
@@ -25,10 +32,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from leanml.data.prepared import PreparedData
 from leanml.data.state import PreprocessState
-from leanml.metrics import HIGHER_IS_BETTER, evaluate
 from leanml.models import TabularModel
-from leanml.models.predict import predict
-from leanml.shrinking.distill import distillation_loss
+from leanml.shrinking.distill import distillation_loss, soft_loss
 from leanml.shrinking.synth import Synthesis, feature_groups
 from leanml.training.allocator import steady_allocator
 from leanml.training.batching import (
@@ -102,6 +107,16 @@ class ShrinkData:
                 if self.synthetic_factor == 0:
                     self.no_synthetic_rows = "they would not fit train.memory_budget_mb"
         self._with_teacher: TensorBatches | None = None
+        self._validation_teacher: torch.Tensor | None = None
+
+    def fidelity(self, model: TabularModel) -> float:
+        """How far ``model``'s outputs are from the teacher's on the validation rows, labels aside (the
+        soft term of the distillation loss at temperature 1; lower is closer)."""
+        features = torch.from_numpy(self.validation.features)
+        if self._validation_teacher is None:
+            self._validation_teacher = _outputs(self.teacher, features)
+        student = _outputs(model.eval(), features)
+        return float(soft_loss(self.task, student, self._validation_teacher, 1.0, self.target_std))
 
     @property
     def synthetic_rows(self) -> int:
@@ -150,7 +165,6 @@ class ShrinkData:
 def fit(
     model: TabularModel,
     data: ShrinkData,
-    metric: str,
     epochs: int,
     lr: float,
     temperature: float,
@@ -161,8 +175,10 @@ def fit(
 ) -> TabularModel:
     """Train ``model`` in place for ``epochs`` on the distillation loss; return it with its best weights.
 
-    ``alpha = 0`` trains on the hard labels alone. The best epoch is the one with the best validation
-    ``metric``; without validation rows it is the last.
+    ``alpha = 0`` trains on the hard labels alone. The best epoch is the one whose outputs on the
+    validation rows are closest to the teacher's (:meth:`ShrinkData.fidelity`: no label, so the drop shrink
+    judges on those rows' labels afterwards is not flattered by the choice); without validation rows it
+    is the last.
     """
     if epochs == 0:
         return model
@@ -171,7 +187,6 @@ def fit(
     threads = _torch_threads(1 if small else torch.get_num_threads())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     total_steps = max(epochs * data.batches_per_epoch(), 1)
-    higher = HIGHER_IS_BETTER[metric]
     best_score, best_state = -math.inf, None
     step = 0
     with threads, _FitProgress(console, label, total_steps) as (progress, task_id):
@@ -197,8 +212,7 @@ def fit(
                     f"{label}: the loss became {float(loss)}; lower the learning rate ({lr:g})"
                 )
             if len(data.validation.target):
-                value = evaluate(data.task, data.validation.target, predict(model, data.validation.features))
-                score = value[metric] if higher else -value[metric]
+                score = -data.fidelity(model)
                 if score > best_score:
                     best_score, best_state = score, copy.deepcopy(model.state_dict())
     if best_state is not None:

@@ -176,7 +176,6 @@ class ShrinkRun:
         return fit(
             model,
             self.data,
-            self.metric,
             epochs,
             lr,
             temperature,
