@@ -111,6 +111,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "init-clip": {"tail_share": (0.0, 0.01)},
     "init-full": {"train_update": {"early_stopping": None, "restore_best": True}},
     "init-p12": {"train_update": {"early_stopping": {"patience": 12}}},
+    "init-a1": {"shrink_update": {"distill": {"alpha": 1.0}}},
+    "init-kd1": {"shrink_update": {"distill": {"alpha": 1.0, "temperature": 1.0}}},
     "init-lr3": {"train_update": {"lr": 3.0e-3}},
     "init-w512": {"model_update": {"hidden": [512, 512, 512]}},
     "init-val20": {"split_update": {"validation": 0.2}},
@@ -330,7 +332,7 @@ def run_leanml(
             spec.update(candidate.get("numeric", {}))
     # The student's budget is the target's: 0.5 points of AUC / accuracy, 1 % of RMSE.
     budget = STUDENT_BUDGET["regression" if dataset.task == "regression" else "classification"]
-    raw["shrink"] = {**raw.get("shrink", {}), "max_metric_drop": budget}
+    raw["shrink"] = {**raw.get("shrink", {}), "max_metric_drop": budget, **candidate.get("shrink_update", {})}
     config = parse_config(raw, base_dir=workdir)
     started = time.perf_counter()
     outcome = train_and_bundle(config)
