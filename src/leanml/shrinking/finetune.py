@@ -187,7 +187,7 @@ def fit(
     threads = _torch_threads(1 if small else torch.get_num_threads())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     total_steps = max(epochs * data.batches_per_epoch(), 1)
-    best_score, best_state = -math.inf, None
+    closest, best_state = math.inf, None
     step = 0
     with threads, _FitProgress(console, label, total_steps) as (progress, task_id):
         for epoch in range(epochs):
@@ -212,9 +212,9 @@ def fit(
                     f"{label}: the loss became {float(loss)}; lower the learning rate ({lr:g})"
                 )
             if len(data.validation.target):
-                score = -data.fidelity(model)
-                if score > best_score:
-                    best_score, best_state = score, copy.deepcopy(model.state_dict())
+                distance = data.fidelity(model)
+                if distance < closest:
+                    closest, best_state = distance, copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval()
